@@ -1,0 +1,97 @@
+"""Snapshot: the mergeable summary that every presenter (tables, JSON, CSV, TUI) renders.
+
+Offline and live analysis produce the same Snapshot. Live workers send snapshot *deltas*; the
+parent absorbs them into one Snapshot, so counts add up and sets union.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from pktscope.analyzers.flows import Flow
+
+# counter layouts (lists, so that absorbing adds element-wise)
+PKTS, BYTES = 0, 1  # [packets, bytes]
+SENT_P, SENT_B, RECV_P, RECV_B = 0, 1, 2, 3  # per host
+
+
+def _add_counts(into: dict, other: dict) -> None:
+    for key, values in other.items():
+        mine = into.get(key)
+        if mine is None:
+            into[key] = list(values)
+        else:
+            for i, v in enumerate(values):
+                mine[i] += v
+
+
+@dataclass
+class Snapshot:
+    """What was seen: totals, breakdowns, talkers, conversation keys, top flows, counters."""
+
+    packets: int = 0
+    bytes: int = 0  # sum of wire lengths
+    captured_bytes: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+    linktypes: dict[int, int] = field(default_factory=dict)  # link type -> packets
+    status: dict[str, int] = field(default_factory=dict)  # "truncated"/"malformed"/"unsupported" -> frames
+    l2: dict[str, list[int]] = field(default_factory=dict)  # name -> [packets, bytes]
+    l3: dict[str, list[int]] = field(default_factory=dict)
+    l4: dict[str, list[int]] = field(default_factory=dict)
+    hosts: dict[bytes, list[int]] = field(default_factory=dict)  # address -> [sent p, sent B, recv p, recv B]
+    ports: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (proto, port) -> [p, B]
+    # tshark-style conversation keys (unordered pairs), over the whole capture, no timeouts
+    conv_keys: dict[str, set[int]] = field(
+        default_factory=lambda: {"ipv4": set(), "ipv6": set(), "tcp": set(), "udp": set()})
+    flows_ended: int = 0
+    flows_live: int = 0
+    flow_evictions: int = 0
+    flow_end_reasons: dict[str, int] = field(default_factory=dict)
+    top_flows: list[Flow] = field(default_factory=list)  # the largest flows, ended or live
+    top_limit: int = 100
+    extra: dict[str, object] = field(default_factory=dict)  # source-specific: kernel counters, file info
+
+    @property
+    def flows_total(self) -> int:
+        return self.flows_ended + self.flows_live
+
+    def conversations(self) -> dict[str, int]:
+        """Conversation counts as tshark's -z conv,ip / conv,ipv6 / conv,tcp / conv,udp count them."""
+        return {name: len(keys) for name, keys in self.conv_keys.items()}
+
+    def absorb(self, other: Snapshot) -> None:
+        """Add a delta (or another worker's snapshot) into this one, in place."""
+        self.packets += other.packets
+        self.bytes += other.bytes
+        self.captured_bytes += other.captured_bytes
+        if other.first_ns is not None:
+            self.first_ns = other.first_ns if self.first_ns is None else min(self.first_ns, other.first_ns)
+        if other.last_ns is not None:
+            self.last_ns = other.last_ns if self.last_ns is None else max(self.last_ns, other.last_ns)
+        for k, v in other.linktypes.items():
+            self.linktypes[k] = self.linktypes.get(k, 0) + v
+        for k, v in other.status.items():
+            self.status[k] = self.status.get(k, 0) + v
+        for mine, theirs in ((self.l2, other.l2), (self.l3, other.l3), (self.l4, other.l4),
+                             (self.hosts, other.hosts), (self.ports, other.ports)):
+            _add_counts(mine, theirs)
+        for name, keys in other.conv_keys.items():
+            self.conv_keys.setdefault(name, set()).update(keys)
+        self.flows_ended += other.flows_ended
+        self.flows_live += other.flows_live
+        self.flow_evictions += other.flow_evictions
+        for k, v in other.flow_end_reasons.items():
+            self.flow_end_reasons[k] = self.flow_end_reasons.get(k, 0) + v
+        self.top_flows = top_flows(self.top_flows + other.top_flows, self.top_limit)
+
+
+def top_flows(flows: list[Flow], limit: int) -> list[Flow]:
+    """The flows among the `limit` largest by bytes or by packets, largest bytes first."""
+    by_bytes = heapq.nlargest(limit, flows, key=lambda f: (f.bytes, f.packets, f.first_ns))
+    by_packets = heapq.nlargest(limit, flows, key=lambda f: (f.packets, f.bytes, f.first_ns))
+    seen: dict[tuple[int, int], Flow] = {}
+    for f in by_bytes + by_packets:
+        seen.setdefault((f.key, f.first_ns), f)
+    return sorted(seen.values(), key=lambda f: (-f.bytes, -f.packets, f.first_ns))

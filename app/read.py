@@ -1,0 +1,168 @@
+"""`pktscope read`: a capture file through the pipeline (batches -> columns -> analysis -> report)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+from pktscope.analyzers.analysis import Analysis
+from pktscope.analyzers.snapshot import Snapshot
+from pktscope.app.cli import EXIT_INTERRUPTED, EXIT_OK, UserError
+from pktscope.bpf.offline import FrameFilter
+from pktscope.capture.batch import Batch
+from pktscope.capture.files import CaptureError, CaptureReader, open_capture
+from pktscope.decoders.reference import decode_batch
+
+PROGRESS_AFTER_S = 1.0
+
+
+def filtered(batches: Iterator[Batch], frame_filter: FrameFilter | None) -> Iterator[Batch]:
+    """Batches with only the frames the filter expression accepts."""
+    for batch in batches:
+        if frame_filter is None:
+            yield batch
+            continue
+        keep = frame_filter.accepts(batch)
+        if keep.all():
+            yield batch
+        elif keep.any():
+            yield Batch(batch.buf, batch.offsets[keep], batch.caplens[keep], batch.wirelens[keep],
+                        batch.ts_ns[keep], batch.linktypes[keep])
+
+
+def analyse_reader(
+    reader: CaptureReader,
+    analysis: Analysis,
+    frame_filter: FrameFilter | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Feed every batch of a reader to an analysis; returns the frames read (before the filter)."""
+    frames = 0
+
+    def counted() -> Iterator[Batch]:
+        nonlocal frames
+        for batch in reader:
+            frames += len(batch)
+            if on_progress is not None:
+                on_progress(reader.bytes_read)
+            yield batch
+
+    for batch in filtered(counted(), frame_filter):
+        analysis.feed(decode_batch(batch))
+    return frames
+
+
+class _Progress:
+    """A progress bar on stderr, shown only once the work has taken over a second."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self.bar = None
+        self.task = None
+
+    def __call__(self, done: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            if time.monotonic() - self.started < PROGRESS_AFTER_S:
+                return
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self.bar = Progress("reading", BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn(),
+                                TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("read", total=self.total)
+        self.bar.update(self.task, completed=done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def run_read(args: argparse.Namespace) -> int:
+    """Run `pktscope read` with parsed arguments; returns the exit status."""
+    expression = " ".join(args.expression).strip()
+    try:
+        reader = open_capture(args.file)
+    except CaptureError as exc:
+        raise UserError(str(exc)) from None
+    with reader:
+        frame_filter = None
+        if expression:
+            try:
+                frame_filter = FrameFilter(expression)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+        csv_writer = None
+        if args.csv:
+            from pktscope.app.report import FlowCsvWriter
+
+            csv_writer = FlowCsvWriter(sys.stdout)
+        analysis = Analysis(idle_timeout=args.idle_timeout, active_timeout=args.active_timeout,
+                            max_flows=args.max_flows, top=args.top, on_flow_end=csv_writer)
+        show_progress = not (args.json or args.csv or args.no_progress) and sys.stderr.isatty()
+        progress = _Progress(reader.size, show_progress)
+        interrupted = False
+        try:
+            frames = analyse_reader(reader, analysis, frame_filter, progress)
+        except KeyboardInterrupt:
+            interrupted = True
+            frames = None
+        finally:
+            progress.close()
+        snap = analysis.finish()
+        _describe_source(snap, reader, expression, frames)
+    if reader.warning:
+        print(f"pktscope: warning: {args.file}: {reader.warning}", file=sys.stderr)
+    if interrupted:
+        print("pktscope: interrupted: the report covers the frames read so far", file=sys.stderr)
+    _present(snap, args)
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
+def _describe_source(snap: Snapshot, reader: CaptureReader, expression: str, frames: int | None) -> None:
+    snap.extra["source"] = {
+        "type": "file",
+        "path": reader.path,
+        "format": reader.format,
+        "frames_read": frames,
+        "truncated": reader.truncated,
+        "warning": reader.warning,
+    }
+    snap.extra["filter"] = expression or None
+
+
+def _present(snap: Snapshot, args: argparse.Namespace) -> None:
+    from pktscope.app import report
+
+    if args.csv:
+        return  # rows were written as flows ended
+    if args.json:
+        json.dump(report.to_json(snap, args.top, args.sort), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    from rich.console import Console
+
+    extra = snap.extra
+    source = extra["source"]
+    rows = [("file", f"{source['path']} ({source['format']})")]  # type: ignore[index]
+    if extra.get("filter"):
+        rows.append(("filter", f"{extra['filter']} ({source['frames_read']:,} frames read)"))  # type: ignore[index]
+    if source["truncated"]:  # type: ignore[index]
+        rows.append(("warning", str(source["warning"])))  # type: ignore[index]
+    snap.extra = {**extra, "report_rows": rows}
+    report.render(snap, Console(), args.top, args.sort, "Capture summary")
+
+

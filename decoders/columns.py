@@ -1,0 +1,69 @@
+"""Columns: the decoded form of a Batch, one numpy row per frame."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# decode status of a frame: how far decoding got and why it stopped
+STATUS_OK = 0
+STATUS_TRUNCATED = 1  # a header runs past the captured bytes of a frame cut by the snaplen
+STATUS_MALFORMED = 2  # a header is invalid, or runs past the end of a frame that was not cut
+STATUS_UNSUPPORTED = 3  # link type pktscope does not decode: counted, not analysed
+STATUS_NAMES = ("ok", "truncated", "malformed", "unsupported")
+
+# depth: the deepest header decoded in full
+DEPTH_NONE = 0
+DEPTH_LINK = 1
+DEPTH_NETWORK = 2  # IPv4/IPv6 header (with IPv6 extension headers) or ARP
+DEPTH_TRANSPORT = 3  # TCP/UDP/SCTP/ICMP header
+
+# fragment state of an IP packet
+FRAG_NONE = 0
+FRAG_FIRST = 1  # offset 0 with more-fragments set: carries the transport header
+FRAG_LATER = 2  # offset > 0: no transport header
+
+# encapsulation bits seen between the link header and IP
+ENCAP_VLAN = 1  # 802.1Q tag
+ENCAP_QINQ = 2  # two or more tags (802.1ad / QinQ)
+ENCAP_MPLS = 4
+ENCAP_PPPOE = 8
+ENCAP_LLC = 16  # 802.3 length field with 802.2 LLC/SNAP
+
+COLUMNS_DTYPE = np.dtype(
+    [
+        ("ts_ns", "<i8"),
+        ("wire_len", "<u4"),
+        ("cap_len", "<u4"),
+        ("linktype", "<u2"),
+        ("ethertype", "<u2"),  # network protocol after tags; 0x0800/0x86dd for IP on any link type
+        ("vlan", "<u2"),  # outer 802.1Q/802.1ad VLAN id; 0 when untagged
+        ("encap", "u1"),  # ENCAP_* bits
+        ("ip_version", "u1"),  # 4, 6, or 0 when the frame holds no IP header
+        ("proto", "u1"),  # IP protocol after IPv6 extension headers and AH
+        ("tcp_flags", "u1"),
+        ("src", "u1", (16,)),  # IPv6 address, or IPv4-mapped (::ffff:a.b.c.d)
+        ("dst", "u1", (16,)),
+        ("sport", "<u2"),  # TCP/UDP/SCTP ports; 0 where the protocol has none
+        ("dport", "<u2"),
+        ("frag", "u1"),  # FRAG_*
+        ("more_frags", "u1"),
+        ("frag_offset", "<u4"),  # bytes
+        ("frag_len", "<u4"),  # payload bytes of this fragment as sent (from the IP length fields)
+        ("ip_id", "<u4"),  # IPv4 identification or IPv6 fragment id
+        ("depth", "u1"),  # DEPTH_*
+        ("status", "u1"),  # STATUS_*
+    ]
+)
+
+V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
+
+
+def empty_columns(n: int = 0) -> np.ndarray:
+    """A zeroed Columns array of n rows."""
+    return np.zeros(n, dtype=COLUMNS_DTYPE)
+
+
+def address_words(addresses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 16-byte address column as two big-endian uint64 words (for hashing and sorting)."""
+    words = np.ascontiguousarray(addresses).view(">u8").reshape(-1, 2)
+    return words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
