@@ -141,7 +141,7 @@ class Analysis:
         hosts = self.snap.hosts
         wire = ip["wire_len"].astype(np.int64)
         for column, (pi, bi) in (("src", (0, 1)), ("dst", (2, 3))):
-            uniq, first, pk, by = _grouped(endpoint_keys(ip[column]), wire)
+            _uniq, first, pk, by = _grouped(endpoint_keys(ip[column]), wire)
             addrs = ip[column][first]
             for j, (count, size) in enumerate(zip(pk.tolist(), by.tolist())):
                 addr = addrs[j].tobytes()

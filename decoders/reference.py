@@ -62,6 +62,7 @@ class _Row:
         "frag_offset",
         "ip_id",
         "ip_version",
+        "l4_len",
         "more_frags",
         "proto",
         "sport",
@@ -94,6 +95,7 @@ class _Row:
         self.depth = DEPTH_NONE
         self.status = STATUS_OK
         self.tags = 0
+        self.l4_len = 0  # transport bytes as the IP header reports them (not as captured)
 
     def short(self) -> None:
         """A header runs past the captured bytes: truncated by the snaplen, or malformed if not cut."""
@@ -302,15 +304,18 @@ def _ipv4(r: _Row, buf: bytes) -> None:
     r.depth = DEPTH_NETWORK
     end = total if total else len(buf)  # a zero length is left by TCP segmentation offload
     payload = buf[ihl:end]
+    r.l4_len = end - ihl
     if ip.mf or ip.offset:
         r.ip_id = ip.id
         r.more_frags = ip.mf
         r.frag_offset = ip.offset * 8
-        r.frag_len = (total if total else r.wirelen) - ihl
+        r.frag_len = r.l4_len
         if ip.offset:
             r.frag = FRAG_LATER
             return
-        r.frag = FRAG_FIRST
+        # A first fragment whose payload was not all captured cannot be reassembled; tshark then
+        # dissects it as a whole datagram (packet-ip.c: reassembly needs tvb_bytes_exist).
+        r.frag = FRAG_FIRST if len(payload) >= r.l4_len else FRAG_NONE
     _transport(r, ip.p, payload)
 
 
@@ -332,8 +337,25 @@ def _ipv6(r: _Row, buf: bytes) -> None:
     r.ip_version = 6
     r.src = bytes(buf[8:24])
     r.dst = bytes(buf[24:40])
-    r.depth = DEPTH_NETWORK
-    end = 40 + plen if plen else len(buf)  # zero: jumbogram (RFC 2675) or segmentation offload
+    # DEPTH_NETWORK is reached only once the extension header chain has been walked: a frame whose
+    # chain is cut or broken keeps its addresses (flows, talkers) but, as in tshark, is no IPv6
+    # conversation.
+    if plen == 0:
+        # RFC 2675: a jumbogram says 0 and carries its length in a hop-by-hop option; segmentation
+        # offload also leaves 0, which tshark accepts when no extension header follows.
+        if nxt == p.IPPROTO_HOPOPTS:
+            jumbo = _jumbo_length(buf)
+            if jumbo is None:
+                r.bad()
+                return
+            end = 40 + jumbo
+        elif nxt in _IPV6_EXT:
+            r.bad()
+            return
+        else:
+            end = len(buf)
+    else:
+        end = 40 + plen
     buf = buf[:end]
     off = 40
     for _ in range(_MAX_EXT_HEADERS):
@@ -348,15 +370,16 @@ def _ipv6(r: _Row, buf: bytes) -> None:
             r.ip_id = _U32.unpack_from(buf, off + 4)[0]
             r.more_frags = offset_m & 1
             r.frag_offset = offset_m & 0xFFF8
-            r.frag_len = (40 + plen if plen else r.wirelen) - (off + 8)
+            r.frag_len = end - (off + 8)
             nxt = buf[off]
             off += 8
             if r.frag_offset:
                 r.frag = FRAG_LATER
                 r.proto = nxt
+                r.depth = DEPTH_NETWORK
                 return
             if r.more_frags:
-                r.frag = FRAG_FIRST
+                r.frag = FRAG_FIRST if len(buf) >= end else FRAG_NONE
             else:  # an atomic fragment (RFC 6946): a whole datagram
                 r.ip_id = r.frag_offset = r.frag_len = 0
             continue
@@ -367,8 +390,32 @@ def _ipv6(r: _Row, buf: bytes) -> None:
             return
         nxt = buf[off]
         off += hdrlen
-    r.proto = nxt
+    else:
+        r.proto = nxt
+        r.bad()
+        return
+    r.depth = DEPTH_NETWORK
+    r.l4_len = end - off
     _transport(r, nxt, buf[off:])
+
+
+def _jumbo_length(buf: bytes) -> int | None:
+    """The Jumbo Payload length from the hop-by-hop header at offset 40, if valid (RFC 2675)."""
+    if len(buf) < 42:
+        return None
+    end = 40 + (buf[41] + 1) * 8
+    off = 42
+    while off + 2 <= min(end, len(buf)):
+        kind = buf[off]
+        if kind == 0:  # Pad1
+            off += 1
+            continue
+        length = buf[off + 1]
+        if kind == 0xC2 and length == 4 and off + 6 <= len(buf):
+            value = _U32.unpack_from(buf, off + 2)[0]
+            return value if value >= 65536 else None
+        off += 2 + length
+    return None
 
 
 def _transport(r: _Row, proto: int, buf: bytes) -> None:
@@ -387,6 +434,7 @@ def _ah(r: _Row, buf: bytes) -> None:
     if len(buf) < hdrlen:
         r.short()
         return
+    r.l4_len -= hdrlen
     _transport(r, buf[0], buf[hdrlen:])
 
 
@@ -404,9 +452,10 @@ def _tcp(r: _Row, buf: bytes) -> None:
     r.sport = tcp.sport
     r.dport = tcp.dport
     r.tcp_flags = tcp.flags & 0xFF
-    r.depth = DEPTH_TRANSPORT
-    if len(buf) < (tcp.off * 4):  # options cut short
+    if len(buf) < tcp.off * 4:  # options cut short: ports are known, the header is not complete
         r.short()
+        return
+    r.depth = DEPTH_TRANSPORT
 
 
 def _udp(r: _Row, buf: bytes) -> None:
@@ -417,6 +466,11 @@ def _udp(r: _Row, buf: bytes) -> None:
         return
     r.sport = udp.sport
     r.dport = udp.dport
+    # RFC 768: the length counts the header, so under 8 is bogus (tshark's packet-udp.c then stops
+    # before its conversation tap; a length past the payload is only flagged)
+    if udp.ulen < 8:
+        r.bad()
+        return
     r.depth = DEPTH_TRANSPORT
 
 
