@@ -162,6 +162,13 @@ def to_json(s: Snapshot, top: int, sort: str) -> dict[str, Any]:
     }
 
 
+def _endpoint(f: Flow, addr: bytes, port: int) -> str:
+    text = format_address(addr)
+    if f.proto not in (p.IPPROTO_TCP, p.IPPROTO_UDP, p.IPPROTO_SCTP):
+        return text
+    return f"[{text}]:{port}" if f.ip_version == 6 else f"{text}:{port}"
+
+
 def _table(title: str, columns: Iterable[tuple[str, str]]) -> Table:
     t = Table(title=title, title_justify="left", title_style="bold", header_style="bold cyan")
     for name, justify in columns:
@@ -209,18 +216,16 @@ def render(s: Snapshot, console: Console, top: int, sort: str, heading: str) -> 
     console.print(hosts)
 
     convs = _table(f"Top conversations (by {sort})", (
-        ("A", "left"), ("B", "left"), ("proto", "left"), ("A→B pkts", "right"), ("A→B", "right"),
-        ("B→A pkts", "right"), ("B→A", "right"), ("duration", "right"), ("flags", "left")))
+        ("A (initiator) → B", "left"), ("proto", "left"), ("A→B", "right"), ("B→A", "right"),
+        ("duration", "right")))
     for f in _flow_rows(s, sort, top):
-        a = format_address(f.a_addr) + (f":{f.a_port}" if f.a_port or f.b_port else "")
-        b = format_address(f.b_addr) + (f":{f.b_port}" if f.a_port or f.b_port else "")
-        if f.ip_version == 6 and (f.a_port or f.b_port):
-            a = f"[{format_address(f.a_addr)}]:{f.a_port}"
-            b = f"[{format_address(f.b_addr)}]:{f.b_port}"
-        flags = p.tcp_flags_text(f.flags_ab | f.flags_ba) if f.proto == p.IPPROTO_TCP else ""
-        convs.add_row(a, b, p.ip_proto_name(f.proto) + (f" vlan {f.vlan}" if f.vlan else ""),
-                      f"{f.packets_ab:,}", human_bytes(f.bytes_ab), f"{f.packets_ba:,}",
-                      human_bytes(f.bytes_ba), f"{(f.last_ns - f.first_ns) / 1e9:.3f} s", flags)
+        proto = p.ip_proto_name(f.proto) + (f" vlan {f.vlan}" if f.vlan else "")
+        if f.proto == p.IPPROTO_TCP:
+            proto += " " + p.tcp_flags_text(f.flags_ab | f.flags_ba)
+        convs.add_row(f"{_endpoint(f, f.a_addr, f.a_port)}\n→ {_endpoint(f, f.b_addr, f.b_port)}", proto,
+                      f"{f.packets_ab:,} pkts\n{human_bytes(f.bytes_ab)}",
+                      f"{f.packets_ba:,} pkts\n{human_bytes(f.bytes_ba)}",
+                      f"{(f.last_ns - f.first_ns) / 1e9:.1f} s")
     console.print(convs)
 
     ports = _table(f"Top ports (by {sort})", (("port", "left"), ("service", "left"), ("packets", "right"),
