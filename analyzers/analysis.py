@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+
 from pktscope.analyzers.flows import (
     DEFAULT_ACTIVE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from pktscope.analyzers.keys import combine, endpoint_keys
 from pktscope.decoders.columns import DEPTH_NETWORK
 

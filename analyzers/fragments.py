@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from pktscope.decoders.columns import DEPTH_TRANSPORT, FRAG_FIRST, FRAG_NONE
 
 

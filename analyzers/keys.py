@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from pktscope.decoders.columns import address_words
 
 _M1 = np.uint64(0xFF51AFD7ED558CCD)  # murmur3 fmix64 constants

@@ -8,15 +8,50 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
+import numpy as np
+
 from pktscope.analyzers.analysis import Analysis
 from pktscope.analyzers.snapshot import Snapshot
 from pktscope.app.cli import EXIT_INTERRUPTED, EXIT_OK, UserError
-from pktscope.bpf.offline import FrameFilter
+from pktscope.bpf.classic import CompiledFilter, FilterError, compile_filter
 from pktscope.capture.batch import Batch
 from pktscope.capture.files import CaptureError, CaptureReader, open_capture
 from pktscope.decoders.reference import decode_batch
 
 PROGRESS_AFTER_S = 1.0
+
+
+class FrameFilter:
+    """A tcpdump expression run on file frames by libpcap, compiled once per link type met."""
+
+    def __init__(self, expression: str) -> None:
+        self.expression = expression
+        self._programs: dict[int, CompiledFilter | None] = {1: compile_filter(expression)}  # FilterError
+
+    def _program(self, linktype: int) -> CompiledFilter | None:
+        if linktype not in self._programs:
+            try:
+                self._programs[linktype] = compile_filter(self.expression, linktype)
+            except FilterError:  # e.g. `ether host` on raw IP: like tcpdump, such frames never match
+                self._programs[linktype] = None
+        return self._programs[linktype]
+
+    def accepts(self, batch: Batch) -> np.ndarray:
+        """A bool per frame: accepted by the expression."""
+        links = batch.linktypes
+        first = int(links[0]) if len(links) else 1
+        if len(links) and (links == first).all():
+            prog = self._program(first)
+            return prog.match_batch(batch) if prog else np.zeros(len(batch), dtype=bool)
+        keep = np.zeros(len(batch), dtype=bool)
+        for link in np.unique(links).tolist():
+            prog = self._program(link)
+            if prog is not None:
+                rows = np.flatnonzero(links == link)
+                sub = Batch(batch.buf, batch.offsets[rows], batch.caplens[rows], batch.wirelens[rows],
+                            batch.ts_ns[rows], links[rows])
+                keep[rows] = prog.match_batch(sub)
+        return keep
 
 
 def filtered(batches: Iterator[Batch], frame_filter: FrameFilter | None) -> Iterator[Batch]:
@@ -103,7 +138,7 @@ def run_read(args: argparse.Namespace) -> int:
         if expression:
             try:
                 frame_filter = FrameFilter(expression)
-            except ValueError as exc:
+            except FilterError as exc:
                 raise UserError(str(exc)) from None
         csv_writer = None
         if args.csv:

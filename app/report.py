@@ -8,13 +8,14 @@ import socket
 from collections.abc import Iterable
 from typing import IO, Any
 
+from rich.console import Console
+from rich.table import Table
+
 from pktscope.analyzers.flows import Flow
 from pktscope.analyzers.snapshot import BYTES, PKTS, RECV_B, RECV_P, SENT_B, SENT_P, Snapshot
 from pktscope.capture.linktypes import linktype_name
 from pktscope.decoders import protocols as p
 from pktscope.decoders.columns import V4_MAPPED_PREFIX
-from rich.console import Console
-from rich.table import Table
 
 SORT_KEYS = ("bytes", "packets")
 

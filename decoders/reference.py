@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import dpkt
 import numpy as np
+
 from pktscope.capture import linktypes as lt
 from pktscope.capture.batch import Batch
 from pktscope.decoders import protocols as p
