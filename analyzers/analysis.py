@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import numpy as np
@@ -71,6 +72,7 @@ class Analysis:
         self.on_flow_end = on_flow_end
         self.snap = Snapshot(top_limit=top)
         self._ended: list[Flow] = []
+        self._evictions_taken = 0
 
     def feed(self, cols: np.ndarray) -> None:
         """Account one decoded batch."""
@@ -184,6 +186,20 @@ class Analysis:
         """The Snapshot so far (live flows included in the top flows)."""
         s = self.snap
         s.flows_live = len(self.flows.live)
-        s.flow_evictions = self.flows.evictions
+        s.flow_evictions = self.flows.evictions - self._evictions_taken
         s.top_flows = top_flows(self._ended + list(self.flows.live.values()), s.top_limit)
+        return s
+
+    def take_delta(self) -> Snapshot:
+        """What was seen since the last call, as a Snapshot to absorb elsewhere (live workers).
+
+        Counts, breakdowns and conversation keys cover the interval only; `top_flows` holds the
+        interval's ended flows and the current live ones (copies, so later updates don't leak in);
+        `flows_live` is the current number of live flows, a gauge rather than a count.
+        """
+        s = self.snapshot()
+        s.top_flows = [copy.copy(f) for f in s.top_flows]
+        self._evictions_taken = self.flows.evictions
+        self.snap = Snapshot(top_limit=s.top_limit)
+        self._ended = []
         return s

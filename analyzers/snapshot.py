@@ -93,5 +93,8 @@ def top_flows(flows: list[Flow], limit: int) -> list[Flow]:
     by_packets = heapq.nlargest(limit, flows, key=lambda f: (f.packets, f.bytes, f.first_ns))
     seen: dict[tuple[int, int], Flow] = {}
     for f in by_bytes + by_packets:
-        seen.setdefault((f.key, f.first_ns), f)
+        # the same flow twice (a live flow in successive deltas): its counters only grow
+        known = seen.get((f.key, f.first_ns))
+        if known is None or f.packets > known.packets:
+            seen[(f.key, f.first_ns)] = f
     return sorted(seen.values(), key=lambda f: (-f.bytes, -f.packets, f.first_ns))

@@ -97,6 +97,52 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_options(read)
     read.add_argument("--no-progress", action="store_true",
                       help="no progress bar (it is shown on a terminal for files that take over a second)")
+
+    live = sub.add_parser(
+        "live",
+        help="capture from a network interface (AF_PACKET, TPACKET_V3 rings, fanout workers)",
+        description="Capture live traffic from IFACE with one or more worker processes, each with its own "
+                    "AF_PACKET socket and TPACKET_V3 ring in one PACKET_FANOUT group, and report the same "
+                    "tables as `read`, plus the kernel's packet and drop counters. Needs CAP_NET_RAW (root).",
+        epilog="examples:\n  pktscope live eth0 --promisc\n  pktscope live eth0 'udp port 53' -c 1000 --json\n"
+               "  pktscope live eth0 --workers auto -w /var/tmp/cap.pcap -C 100 -W 10\n\n"
+               "With -w and several workers, worker N writes FILE with .wN before its suffix (cap.w0.pcap, "
+               "cap.w1.pcap, ...);\ntogether they hold every captured frame exactly once (merge with "
+               "`mergecap`). With one worker, FILE itself.\n\n" + EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    live.add_argument("interface", metavar="IFACE", help="network interface to capture on")
+    live.add_argument("expression", nargs="*", metavar="EXPRESSION",
+                      help="tcpdump filter expression, compiled by libpcap and attached in the kernel "
+                           "(SO_ATTACH_FILTER) before the socket is bound")
+    cap = live.add_argument_group("capture")
+    cap.add_argument("--promisc", action="store_true",
+                     help="promiscuous mode (a socket membership: the kernel undoes it when pktscope exits)")
+    cap.add_argument("-s", "--snaplen", type=_positive_int, default=262144, metavar="N",
+                     help="bytes kept of each frame (default: 262144, as tcpdump)")
+    cap.add_argument("--ring-mb", type=_positive_int, default=32, metavar="N",
+                     help="ring size per worker in MiB (default: 32)")
+    cap.add_argument("--workers", default="1", metavar="N|auto",
+                     help="worker processes; auto = one per CPU, each pinned to its CPU (default: 1)")
+    cap.add_argument("--fanout", choices=("hash", "lb", "cpu", "rollover", "random", "qm"), default="hash",
+                     help="how the kernel spreads frames over workers (default: hash, so both "
+                          "directions of a flow meet in one worker)")
+    cap.add_argument("--fanout-defrag", action="store_true",
+                     help="reassemble IP fragments before fanout hashing, so fragments follow their flow")
+    stop = live.add_argument_group("stopping (SIGINT and SIGTERM also stop and report)")
+    stop.add_argument("-c", "--count", type=_positive_int, metavar="COUNT", help="stop after COUNT frames")
+    stop.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after SECONDS")
+    wr = live.add_argument_group("writing frames (as tcpdump -w)")
+    wr.add_argument("-w", "--write", metavar="FILE", help="write the captured frames to pcap FILE")
+    wr.add_argument("-C", dest="file_size", type=_positive_float, metavar="MB",
+                    help="start a new file when the current one exceeds MB million bytes (FILE, FILE1, ...)")
+    wr.add_argument("-G", dest="rotate_seconds", type=_positive_int, metavar="SECONDS",
+                    help="start a new file every SECONDS; FILE is a strftime pattern")
+    wr.add_argument("-W", dest="file_count", type=_positive_int, metavar="N",
+                    help="with -C: a ring of N files; with -G: stop writing after N files")
+    live.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS",
+                      help="how often workers report and --json prints a line (default: 1)")
+    _add_analysis_options(live)
     return parser
 
 
@@ -112,6 +158,14 @@ def main(argv: list[str] | None = None) -> int:
             from pktscope.app.read import run_read
 
             return run_read(args)
+        if args.command == "live":
+            from pktscope.app.live import run_live
+
+            if args.workers != "auto" and not (args.workers.isdigit() and int(args.workers) > 0):
+                parser.error(f"argument --workers: expected a number of workers or auto, not {args.workers!r}")
+            if args.csv:
+                parser.error("--csv is for `read`; use --json with live")
+            return run_live(args)
     except UserError as exc:
         print(f"pktscope: {exc}", file=sys.stderr)
         return EXIT_USAGE

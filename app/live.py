@@ -1,0 +1,367 @@
+"""`pktscope live`: worker processes on AF_PACKET rings in one fanout group, merged by the parent.
+
+Each worker owns one socket, one TPACKET_V3 ring, one Analysis (and, with -w, its own pcap files);
+it decodes and aggregates locally and sends Snapshot *deltas* to the parent each interval, never
+packets. The parent absorbs them, adds the kernel counters, and renders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from pktscope.analyzers.analysis import Analysis
+from pktscope.analyzers.snapshot import Snapshot
+from pktscope.app.cli import EXIT_OK, UserError
+from pktscope.bpf.classic import FilterError, accept_all, compile_filter
+from pktscope.capture import kernel
+from pktscope.capture.afpacket import FanoutGroup, LiveCaptureError, PacketRing, RingStats
+from pktscope.capture.batch import Batch
+from pktscope.capture.linktypes import LINKTYPE_ETHERNET, LINKTYPE_RAW, linktype_name
+from pktscope.capture.pcapwriter import PcapWriteError, PcapWriter
+from pktscope.decoders.reference import decode_batch
+
+READY_TIMEOUT_S = 10.0
+DRAIN_S = 0.3  # after stop: frames already in the ring's blocks are still read, for this long at most
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: a worker dies with its parent, even after SIGKILL
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """Everything a worker needs (picklable, sent to forked workers)."""
+
+    interface: str
+    program: tuple[tuple[int, int, int, int], ...]
+    snaplen: int
+    ring_mb: int
+    workers: int
+    pin: bool
+    fanout_mode: str
+    fanout_flags: int
+    group_id: int
+    promisc: bool
+    write: str | None
+    file_size_mb: float | None
+    rotate_seconds: int | None
+    file_count: int | None
+    idle_timeout: float
+    active_timeout: float
+    max_flows: int
+    top: int
+    interval: float
+
+
+def output_path(pattern: str, index: int, workers: int) -> str:
+    """Worker `index`'s -w file: FILE itself with one worker, else FILE with `.wN` before its suffix."""
+    if workers == 1:
+        return pattern
+    root, ext = os.path.splitext(pattern)
+    return f"{root}.w{index}{ext}"
+
+
+def interface_linktype(name: str) -> int:
+    """The link type frames of an interface are captured with (from its ARPHRD type in sysfs)."""
+    try:
+        with open(f"/sys/class/net/{name}/type") as f:
+            arphrd = int(f.read().strip())
+    except (OSError, ValueError):
+        return LINKTYPE_ETHERNET
+    return kernel.ARPHRD_TO_LINKTYPE.get(arphrd, LINKTYPE_RAW)
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reserve(remaining: Any, want: int) -> int:
+    """Take up to `want` frames from the shared -c budget; returns how many this worker may keep."""
+    with remaining.get_lock():
+        take = min(want, remaining.value)
+        remaining.value -= take
+    return take
+
+
+def _head(batch: Batch, n: int) -> Batch:
+    return Batch(batch.buf, batch.offsets[:n], batch.caplens[:n], batch.wirelens[:n], batch.ts_ns[:n],
+                 batch.linktypes[:n])
+
+
+def worker_main(cfg: LiveConfig, index: int, conn: Connection, stop: Any, remaining: Any) -> None:
+    """One capture worker: ring -> decode -> analysis; deltas to the parent every interval."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent()
+    if cfg.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[index % len(cpus)]})
+    try:
+        ring = PacketRing.open(cfg.interface, snaplen=cfg.snaplen, ring_mb=cfg.ring_mb,
+                               fanout=FanoutGroup(cfg.group_id, cfg.fanout_mode, cfg.fanout_flags),
+                               promisc=cfg.promisc, classic_bpf=list(cfg.program))
+    except LiveCaptureError as exc:
+        conn.send(("error", index, str(exc)))
+        return
+    writer = None
+    if cfg.write:
+        writer = PcapWriter(output_path(cfg.write, index, cfg.workers), linktype=ring.linktype,
+                            snaplen=cfg.snaplen, file_size_mb=cfg.file_size_mb,
+                            rotate_seconds=cfg.rotate_seconds, file_count=cfg.file_count)
+    analysis = Analysis(idle_timeout=cfg.idle_timeout, active_timeout=cfg.active_timeout,
+                        max_flows=cfg.max_flows, top=cfg.top)
+    packets = 0
+    conn.send(("ready", index, ring.linktype))
+    next_send = time.monotonic() + cfg.interval
+    drain_until = None
+    try:
+        while True:
+            if stop.is_set() and drain_until is None:
+                drain_until = time.monotonic() + DRAIN_S
+            batches = ring.read(timeout=0.05)
+            for batch in batches:
+                if remaining is not None:
+                    take = _reserve(remaining, len(batch))
+                    if take < len(batch):
+                        stop.set()
+                        if take == 0:
+                            break
+                        batch = _head(batch, take)
+                if writer is not None and not writer.finished:
+                    writer.write(batch)
+                analysis.feed(decode_batch(batch))
+                packets += len(batch)
+            now = time.monotonic()
+            if drain_until is not None and (not batches or now >= drain_until):
+                break
+            if now >= next_send:
+                conn.send(("delta", index, analysis.take_delta(), ring.stats(), packets))
+                next_send = now + cfg.interval
+        analysis.finish()
+        files = []
+        if writer is not None:
+            writer.close()
+            files = writer.files
+        conn.send(("final", index, analysis.take_delta(), ring.stats(), packets, files))
+    except PcapWriteError as exc:
+        conn.send(("error", index, str(exc)))
+    finally:
+        ring.close()
+        if writer is not None:
+            writer.close()
+
+
+class LiveRun:
+    """The parent side: start workers, merge their deltas, stop them, report."""
+
+    def __init__(self, cfg: LiveConfig, count: int | None) -> None:
+        self.cfg = cfg
+        ctx = mp.get_context("fork")
+        self.stop = ctx.Event()
+        self.remaining = ctx.Value("q", count) if count else None
+        self.snap = Snapshot(top_limit=cfg.top)
+        self.kernel: dict[int, RingStats] = {}
+        self.worker_packets: dict[int, int] = {}
+        self.worker_live: dict[int, int] = {}
+        self.files: list[str] = []
+        self.conns: dict[Connection, int] = {}
+        self.procs: list[mp.process.BaseProcess] = []
+        for i in range(cfg.workers):
+            parent_end, child_end = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=worker_main, args=(cfg, i, child_end, self.stop, self.remaining),
+                               name=f"pktscope-worker-{i}", daemon=True)
+            proc.start()
+            child_end.close()
+            self.conns[parent_end] = i
+            self.procs.append(proc)
+        self.linktype = LINKTYPE_ETHERNET
+
+    def _handle(self, msg: tuple) -> str | None:
+        kind, index = msg[0], msg[1]
+        if kind == "error":
+            return str(msg[2])
+        if kind == "ready":
+            self.linktype = msg[2]
+        if kind in ("delta", "final"):
+            delta, stats, packets = msg[2], msg[3], msg[4]
+            self.snap.absorb(delta)
+            self.worker_live[index] = delta.flows_live
+            self.snap.flows_live = sum(self.worker_live.values())
+            self.kernel[index] = stats
+            self.worker_packets[index] = packets
+            if kind == "final":
+                self.files.extend(msg[5])
+        return None
+
+    def wait_ready(self) -> None:
+        """Block until every worker captures; a worker's error stops the run (UserError)."""
+        ready: set[int] = set()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while len(ready) < len(self.procs):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.shutdown()
+                raise UserError("capture workers did not start in time")
+            for conn in wait(list(self.conns), timeout=left):
+                try:
+                    msg = conn.recv()
+                except EOFError:
+                    self.shutdown()
+                    raise UserError(f"capture worker {self.conns[conn]} exited before capturing") from None
+                error = self._handle(msg)
+                if error:
+                    self.shutdown()
+                    raise UserError(error)
+                if msg[0] == "ready":
+                    ready.add(msg[1])
+
+    def run(self, duration: float | None, on_interval: Any) -> None:
+        """Merge deltas until every worker sent its final one; stop at `duration` or on `self.stop`."""
+        started = time.monotonic()
+        open_conns = dict(self.conns)
+        next_tick = started + self.cfg.interval
+        while open_conns:
+            now = time.monotonic()
+            if duration is not None and now - started >= duration:
+                self.stop.set()
+            for conn in wait(list(open_conns), timeout=0.1):
+                try:
+                    msg = conn.recv()
+                except EOFError:
+                    del open_conns[conn]
+                    continue
+                self._handle(msg)
+                if msg[0] in ("final", "error"):
+                    del open_conns[conn]
+            if time.monotonic() >= next_tick and not self.stop.is_set():
+                on_interval(time.monotonic() - started)
+                next_tick += self.cfg.interval
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        for proc in self.procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+    def kernel_totals(self) -> RingStats:
+        total = RingStats()
+        for stats in self.kernel.values():
+            total = total + stats
+        return total
+
+    def live_json(self) -> dict[str, Any]:
+        k = self.kernel_totals()
+        return {
+            "kernel": {"packets": k.packets, "drops": k.drops, "freezes": k.freeze_q_cnt},
+            "workers": [{"worker": i, "packets": self.worker_packets.get(i, 0),
+                         "kernel_packets": self.kernel[i].packets if i in self.kernel else 0,
+                         "kernel_drops": self.kernel[i].drops if i in self.kernel else 0}
+                        for i in range(len(self.procs))],
+        }
+
+
+def _config(args: argparse.Namespace, program: tuple) -> LiveConfig:
+    workers = len(os.sched_getaffinity(0)) if args.workers == "auto" else int(args.workers)
+    return LiveConfig(
+        interface=args.interface, program=program, snaplen=args.snaplen, ring_mb=args.ring_mb,
+        workers=workers, pin=args.workers == "auto", fanout_mode=args.fanout,
+        fanout_flags=kernel.PACKET_FANOUT_FLAG_DEFRAG if args.fanout_defrag else 0,
+        group_id=os.getpid() & 0xFFFF, promisc=args.promisc, write=args.write,
+        file_size_mb=args.file_size, rotate_seconds=args.rotate_seconds, file_count=args.file_count,
+        idle_timeout=args.idle_timeout, active_timeout=args.active_timeout, max_flows=args.max_flows,
+        top=args.top, interval=args.interval,
+    )
+
+
+def run_live(args: argparse.Namespace) -> int:
+    """Run `pktscope live` with parsed arguments; returns the exit status."""
+    from pktscope.app import report
+
+    name = args.interface
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        raise UserError(f"no such interface: {name}") from None
+    expression = " ".join(args.expression).strip()
+    linktype = interface_linktype(name)
+    try:
+        program = compile_filter(expression, linktype, args.snaplen).instructions if expression \
+            else tuple(accept_all(args.snaplen))
+    except FilterError as exc:
+        raise UserError(str(exc)) from None
+    if args.write:
+        directory = os.path.dirname(os.path.abspath(args.write))
+        if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+            raise UserError(f"cannot write {args.write}: {directory} is not a writable directory")
+    cfg = _config(args, program)
+
+    live = LiveRun(cfg, args.count)
+    stopping = {"signal": None}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping["signal"] = signum
+        live.stop.set()
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        live.wait_ready()
+        if args.json:
+            _json_line({"event": "ready", "interface": name, "linktype": linktype_name(live.linktype),
+                        "workers": cfg.workers, "fanout": cfg.fanout_mode, "fanout_group": cfg.group_id,
+                        "filter": expression or None})
+        else:
+            print(f"pktscope: listening on {name}, link-type {linktype_name(live.linktype)}, "
+                  f"snapshot length {cfg.snaplen} bytes, {cfg.workers} worker(s)", file=sys.stderr)
+
+        def on_interval(elapsed: float) -> None:
+            if args.json:
+                _json_line({"event": "interval", "elapsed_s": round(elapsed, 3),
+                            **report.to_json(live.snap, args.top, args.sort), **live.live_json()})
+
+        live.run(args.duration, on_interval)
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        live.shutdown()
+    snap = live.snap
+    snap.extra["source"] = {"type": "live", "interface": name, "workers": cfg.workers, "files": live.files}
+    snap.extra["filter"] = expression or None
+    if args.json:
+        _json_line({"event": "final", **report.to_json(snap, args.top, args.sort), **live.live_json()})
+        return EXIT_OK
+    from rich.console import Console
+
+    k = live.kernel_totals()
+    rows = [("interface", f"{name} ({cfg.workers} worker(s), fanout {cfg.fanout_mode})"),
+            ("kernel: passed filter", f"{k.packets:,}"),
+            ("kernel: dropped", f"{k.drops:,}" if not k.drops else f"[bold red]{k.drops:,}[/]"),
+            ("kernel: queue freezes", f"{k.freeze_q_cnt:,}"),
+            ("packets per worker", ", ".join(f"{live.worker_packets.get(i, 0):,}" for i in range(cfg.workers)))]
+    if expression:
+        rows.append(("filter", expression))
+    if live.files:
+        rows.append(("written", ", ".join(live.files)))
+    snap.extra = {**snap.extra, "report_rows": rows}
+    report.render(snap, Console(), args.top, args.sort, "Live capture summary")
+    return EXIT_OK
+
+
+def _json_line(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
