@@ -1,0 +1,599 @@
+"""Capture file readers: pcap and pcapng files streamed as Batches in bounded memory.
+
+The file is read in chunks (CHUNK_SIZE, a fresh buffer each time so that earlier Batches stay valid);
+a record that straddles a chunk boundary is carried into the next chunk. The Python loop only walks
+record lengths; the header fields of a whole batch are then gathered at once with numpy.
+
+Formats: pcap as in draft-ietf-opsawg-pcap and libpcap's sf-pcap.c; pcapng as in
+draft-ietf-opsawg-pcapng (the section numbers below are that draft's) and libpcap's sf-pcapng.c.
+Damage is handled the way those readers do: everything before the damage is kept, then reading stops
+with ``truncated`` set and a one-line ``warning``; it is never an exception.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+from array import array
+from collections.abc import Generator, Iterator
+from types import TracebackType
+from typing import Self
+
+import numpy as np
+
+from pktscope.capture.batch import Batch
+
+CHUNK_SIZE = 8 << 20  # bytes read per chunk
+DEFAULT_BATCH_FRAMES = 65536
+
+# libpcap's MAXIMUM_SNAPLEN (pcap-int.h) and max_snaplen_for_dlt() (pcap-common.c): a record longer than
+# this is taken as a damaged or fuzzed file and reading stops ("invalid packet capture length").
+MAXIMUM_SNAPLEN = 262144
+MAX_SNAPLEN_BY_LINKTYPE: dict[int, int] = {
+    231: 128 << 20,  # LINKTYPE_DBUS: D-Bus messages up to 128 MiB (dbus-specification "Message Format")
+    279: 8 << 20,  # LINKTYPE_EBHSCR: 8 MiB (Elektrobit)
+    249: 1 << 20,  # LINKTYPE_USBPCAP: 1 MiB (wireshark bug 15985)
+}
+
+# pcap file header magics (draft-ietf-opsawg-pcap section 4), read as little-endian uint32
+PCAP_MAGIC_USEC = 0xA1B2C3D4
+PCAP_MAGIC_NSEC = 0xA1B23C4D
+# Alexey Kuznetzov's patched libpcap: 24-byte record headers (ifindex, protocol, pkt_type, pad) after
+# the usual 16; libpcap still reads these (sf-pcap.c KUZNETZOV_TCPDUMP_MAGIC).
+PCAP_MAGIC_KUZNETZOV = 0xA1B2CD34
+PCAP_FILE_HEADER_LEN = 24
+# LinkType field: low 16 bits are the link type, the bits above carry the FCS length
+# (draft-ietf-opsawg-pcap section 4; libpcap's LT_LINKTYPE()/LT_LINKTYPE_EXT()).
+PCAP_LINKTYPE_MASK = 0xFFFF
+
+# pcapng block types (draft-ietf-opsawg-pcapng, "Block Type Codes")
+BT_SHB = 0x0A0D0D0A  # palindromic, so it reads the same in both byte orders
+BT_IDB = 0x00000001
+BT_PB = 0x00000002  # obsolete Packet Block (appendix A)
+BT_SPB = 0x00000003
+BT_EPB = 0x00000006
+PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
+# smallest valid total length of each block (header, fixed fields, trailer; section 4)
+MIN_BLOCK_LEN = {BT_SHB: 28, BT_IDB: 20, BT_EPB: 32, BT_PB: 32, BT_SPB: 16}
+# Fixed part before the packet data: 8-byte block header + fixed fields (sections 4.3, 4.4, appendix A)
+PACKET_DATA_AT = {BT_EPB: 28, BT_PB: 28, BT_SPB: 12}
+# No real block comes near this (the largest snaplen any reader allows is 128 MiB for D-Bus);
+# a bigger total length means a damaged file, and we must not try to buffer it.
+MAX_BLOCK_LEN = (128 << 20) + 4096
+# IDB options (section 4.2)
+OPT_ENDOFOPT = 0
+IF_TSRESOL = 9
+IF_TSOFFSET = 14
+DEFAULT_TSRESOL = 6  # microseconds when if_tsresol is absent (section 4.2)
+
+_ARANGE = np.arange(32, dtype=np.int64)
+
+
+class CaptureError(Exception):
+    """User-caused problem with a capture file (missing, unreadable, not a capture).
+
+    str() is one clear line naming the file.
+    """
+
+
+def max_caplen(linktype: int) -> int:
+    """The largest captured length libpcap accepts for a link type."""
+    return MAX_SNAPLEN_BY_LINKTYPE.get(linktype, MAXIMUM_SNAPLEN)
+
+
+class CaptureReader:
+    """A pcap or pcapng file being read as a stream of Batches.
+
+    Iterate it for the Batches (file order, at most ``batch_frames`` frames each; a batch also ends
+    at a chunk boundary and, in pcapng, at a section or interface block). After iteration
+    ``truncated``/``warning`` tell whether the file stopped early; ``skipped`` counts pcapng frames
+    that named an interface the section never described. ``linktypes`` is known at open for pcap and
+    grows as IDBs are read for pcapng.
+    """
+
+    format: str
+    path: str
+    truncated: bool
+    warning: str | None
+    linktypes: list[int]
+    bytes_read: int
+    size: int
+    skipped: int
+    frames: int
+
+    def __init__(self, path: str, fd: int, size: int, head: bytes, batch_frames: int, chunk_size: int):
+        if batch_frames < 1:
+            raise ValueError("batch_frames must be at least 1")
+        self.path = path
+        self._fd = fd
+        self.size = size
+        self.batch_frames = batch_frames
+        self.chunk_size = max(chunk_size, 64)
+        self.truncated = False
+        self.warning = None
+        self.linktypes = []
+        self.bytes_read = 0
+        self.skipped = 0
+        self.frames = 0
+        magic = struct.unpack_from("<I", head)[0]
+        if magic == BT_SHB:
+            self.format = "pcapng"
+            self._check_shb(head)
+        else:
+            self.format = "pcap"
+            self._parse_pcap_header(head, magic)
+
+    # -- public surface ---------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Batch]:
+        self.truncated = False
+        self.warning = None
+        self.skipped = 0
+        self.frames = 0
+        if self.format == "pcap":
+            return self._iter_pcap()
+        self.linktypes = []
+        return self._iter_pcapng()
+
+    def close(self) -> None:
+        """Release the file descriptor; Batches already produced stay valid."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CaptureReader({self.path!r}, format={self.format!r}, linktypes={self.linktypes})"
+
+    # -- chunked reading --------------------------------------------------------------------------
+
+    def _read_chunk(self, buf: bytes | bytearray, pos: int, need: int, offset: int) -> bytearray:
+        """A new buffer: the unconsumed tail of ``buf`` from ``pos``, then file bytes from ``offset``.
+
+        A fresh object every time, because Batches already handed out point into the old one.
+        Reads at least ``need`` bytes in total when the file has them (a record bigger than a chunk).
+        """
+        tail = len(buf) - pos
+        want = max(self.chunk_size, need)
+        out = bytearray(tail + want)
+        view = memoryview(out)
+        view[:tail] = memoryview(buf)[pos:]
+        got = tail
+        while got < len(out):
+            n = os.preadv(self._fd, [view[got:]], offset + got - tail)
+            if n == 0:
+                break
+            got += n
+        view.release()
+        if got < len(out):
+            del out[got:]
+        return out
+
+    def _stop(self, offset: int, what: str) -> None:
+        self.truncated = True
+        self.bytes_read = offset
+        self.warning = f"{what} after {self.frames} packets (offset {offset})"
+        self._note_skipped()
+
+    def _note_skipped(self) -> None:
+        # a dropped frame is never silent: the CLI prints the warning
+        if self.skipped:
+            note = f"skipped {self.skipped} packets naming an interface the section does not describe"
+            self.warning = f"{self.warning}; {note}" if self.warning else note
+
+    # -- pcap -------------------------------------------------------------------------------------
+
+    def _parse_pcap_header(self, head: bytes, magic: int) -> None:
+        if magic in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC, PCAP_MAGIC_KUZNETZOV):
+            order = "<"
+        else:
+            order = ">"
+            magic = struct.unpack_from(">I", head)[0]
+        if len(head) < PCAP_FILE_HEADER_LEN:
+            raise CaptureError(
+                f"{self.path}: truncated pcap file header ({len(head)} of {PCAP_FILE_HEADER_LEN} bytes)"
+            )
+        major, minor, _zone, _sigfigs, snaplen, linktype = struct.unpack_from(order + "HHiIII", head, 4)
+        # libpcap reads 2.x and DG/UX's 543.0 only (sf-pcap.c pcap_check_header)
+        if not (major == 2 or (major, minor) == (543, 0)):
+            raise CaptureError(f"{self.path}: unsupported pcap file version {major}.{minor}")
+        self._order = order
+        # Before 2.3 (and in DG/UX files) the caplen and len fields were the other way round
+        # (sf-pcap.c "We interchanged the caplen and len fields at version 2.3").
+        self._lengths_swapped = (major == 2 and minor < 3) or major == 543
+        self._nsec = magic == PCAP_MAGIC_NSEC
+        self._record_header_len = 24 if magic == PCAP_MAGIC_KUZNETZOV else 16
+        self.snaplen = snaplen
+        self.linktypes = [linktype & PCAP_LINKTYPE_MASK]
+        self.linktype_ext = linktype & ~PCAP_LINKTYPE_MASK  # FCS length bits, kept for writers
+
+    def _iter_pcap(self) -> Iterator[Batch]:
+        hlen = self._record_header_len
+        cap_at = struct.Struct(self._order + "I").unpack_from
+        cap_field = 12 if self._lengths_swapped else 8
+        limit = max_caplen(self.linktypes[0])
+        batch_frames = self.batch_frames
+        base = PCAP_FILE_HEADER_LEN  # file offset of buf[0]
+        buf: bytes | bytearray = b""
+        pos = 0
+        need = hlen
+        while True:
+            buf = self._read_chunk(buf, pos, need, base + len(buf))
+            base += pos
+            pos = 0
+            end = len(buf)
+            if end < need:  # end of file
+                if end:
+                    self._stop(base, "file ends mid-record")
+                else:
+                    self.bytes_read = base
+                return
+            starts = array("q")
+            push = starts.append
+            corrupt = 0
+            remaining = batch_frames
+            # the hot loop: one unpack per record, no per-packet objects
+            while pos + hlen <= end:
+                cap = cap_at(buf, pos + cap_field)[0]
+                if cap > limit:
+                    corrupt = cap
+                    break
+                nxt = pos + hlen + cap
+                if nxt > end:
+                    break
+                push(pos)
+                pos = nxt
+                remaining -= 1
+                if not remaining:
+                    self.bytes_read = base + pos
+                    yield self._pcap_batch(buf, starts)
+                    starts = array("q")
+                    push = starts.append
+                    remaining = batch_frames
+            if starts:
+                self.bytes_read = base + pos
+                yield self._pcap_batch(buf, starts)
+            if corrupt:
+                self._stop(base + pos, f"corrupt record: caplen {corrupt} exceeds the maximum {limit}")
+                return
+            need = hlen if pos + hlen > end else hlen + cap
+
+    def _pcap_batch(self, buf: bytes | bytearray, starts: array) -> Batch:
+        st = np.frombuffer(starts, dtype=np.int64)
+        raw = np.frombuffer(buf, dtype=np.uint8)
+        hdr = raw[st[:, None] + _ARANGE[:16]].view(self._order + "u4")
+        sec = hdr[:, 0].astype(np.int64)
+        frac = hdr[:, 1].astype(np.int64)
+        cap_col, wire_col = (3, 2) if self._lengths_swapped else (2, 3)
+        n = st.shape[0]
+        self.frames += n
+        return Batch(
+            buf=buf,
+            offsets=st + self._record_header_len,
+            caplens=hdr[:, cap_col].astype(np.uint32),
+            wirelens=hdr[:, wire_col].astype(np.uint32),
+            ts_ns=sec * 1_000_000_000 + (frac if self._nsec else frac * 1000),
+            linktypes=np.full(n, self.linktypes[0], dtype=np.uint16),
+        )
+
+    # -- pcapng -----------------------------------------------------------------------------------
+
+    def _check_shb(self, head: bytes) -> None:
+        """Validate the first Section Header Block enough to call the file pcapng (section 4.1)."""
+        if len(head) < 16:
+            raise CaptureError(f"{self.path}: truncated pcapng section header ({len(head)} bytes)")
+        if _shb_order(head, 0) is None:
+            raise CaptureError(
+                f"{self.path}: not a pcap or pcapng capture file (bad pcapng byte-order magic)"
+            )
+
+    def _iter_pcapng(self) -> Iterator[Batch]:
+        # Interfaces of every section, in order seen; a section's interface ids are indexes into its own
+        # list (section 4.2), which starts at self._section_base in these global ones.
+        self._snaplens: list[int] = []
+        self._tsresol: list[int] = []
+        self._tsoffset: list[int] = []
+        self._section_base = 0
+        batch_frames = self.batch_frames
+        base = 0
+        buf: bytes | bytearray = b""
+        pos = 0
+        need = 12
+        order = "<"
+        head_at = struct.Struct("<II").unpack_from
+        while True:
+            buf = self._read_chunk(buf, pos, need, base + len(buf))
+            base += pos
+            pos = 0
+            end = len(buf)
+            if end < need:
+                if end:
+                    self._stop(base, "file ends mid-block")
+                else:
+                    self.bytes_read = base
+                    self._note_skipped()
+                return
+            starts = array("q")
+            push = starts.append
+            kind = -1  # block type of the frames in starts: a batch holds one kind only
+            kind_min = 0
+            remaining = batch_frames
+            problem = None
+            need = 12
+            while pos + 12 <= end:
+                btype, blen = head_at(buf, pos)
+                if btype == kind and kind_min <= blen <= MAX_BLOCK_LEN and not blen & 3:
+                    # the hot path: another packet block like the previous one
+                    nxt = pos + blen
+                    if nxt > end:
+                        need = blen
+                        break
+                    push(pos)
+                    pos = nxt
+                    remaining -= 1
+                    if not remaining:
+                        problem = yield from self._flush(buf, starts, kind, order, base + pos)
+                        starts = array("q")
+                        push = starts.append
+                        remaining = batch_frames
+                        if problem:
+                            break
+                    continue
+                if btype == BT_SHB:
+                    shb_order = _shb_order(buf, pos)
+                    if shb_order is None:
+                        problem = (pos, "corrupt section header block: bad byte-order magic")
+                        break
+                    # the new section's byte order applies from its SHB on (section 4.1)
+                    if starts:
+                        problem = yield from self._flush(buf, starts, kind, order, base + pos)
+                        starts = array("q")
+                        push = starts.append
+                        remaining = batch_frames
+                        if problem:
+                            break
+                    order = shb_order
+                    head_at = struct.Struct(order + "II").unpack_from
+                    blen = head_at(buf, pos)[1]
+                if blen < 12 or blen & 3 or blen > MAX_BLOCK_LEN or blen < MIN_BLOCK_LEN.get(btype, 12):
+                    # section 3.1: Block Total Length is a multiple of 4 and covers header and trailer
+                    problem = (pos, f"corrupt block: type {btype:#x} has invalid length {blen}")
+                    break
+                if pos + blen > end:
+                    need = blen
+                    break
+                if btype == BT_EPB or btype == BT_SPB or btype == BT_PB:
+                    # a packet block of another kind than the batch so far: start a new batch, and let
+                    # the hot path above take this block
+                    if starts:
+                        problem = yield from self._flush(buf, starts, kind, order, base + pos)
+                        starts = array("q")
+                        push = starts.append
+                        remaining = batch_frames
+                        if problem:
+                            break
+                    kind = btype
+                    kind_min = MIN_BLOCK_LEN[kind]
+                    continue
+                elif btype == BT_IDB or btype == BT_SHB:
+                    # A batch reads the interface table once, so it must not span a change to it.
+                    if starts:
+                        problem = yield from self._flush(buf, starts, kind, order, base + pos)
+                        starts = array("q")
+                        push = starts.append
+                        remaining = batch_frames
+                        if problem:
+                            break
+                    if btype == BT_SHB:
+                        major = struct.unpack_from(order + "H", buf, pos + 12)[0]
+                        if major != 1:  # section 4.1: a reader must not read a major version it does not know
+                            problem = (pos, f"unsupported pcapng version {major}")
+                            break
+                        self._section_base = len(self.linktypes)
+                    else:
+                        self._add_interface(buf, pos, blen, order)
+                pos += blen
+            if starts:
+                # frames before a damaged block are still good; a damaged frame among them comes first
+                problem = (yield from self._flush(buf, starts, kind, order, base + pos)) or problem
+            if problem is not None:
+                self._stop(base + problem[0], problem[1])
+                return
+
+    def _flush(
+        self, buf: bytes | bytearray, starts: array, kind: int, order: str, consumed: int
+    ) -> Generator[Batch, None, tuple[int, str] | None]:
+        """Yield the batch of ``starts`` (if any frame in it is usable); return its problem, if any."""
+        batch, problem = self._pcapng_batch(buf, starts, kind, order)
+        if batch is not None:
+            self.bytes_read = consumed
+            yield batch
+        return problem
+
+    def _add_interface(self, buf: bytes | bytearray, pos: int, blen: int, order: str) -> None:
+        """Record an Interface Description Block (section 4.2): link type, snaplen, time options."""
+        linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", buf, pos + 8)
+        tsresol = DEFAULT_TSRESOL
+        tsoffset = 0
+        off = pos + 16
+        stop = pos + blen - 4
+        while off + 4 <= stop:
+            code, olen = struct.unpack_from(order + "HH", buf, off)
+            if code == OPT_ENDOFOPT or off + 4 + olen > stop:
+                break
+            if code == IF_TSRESOL and olen >= 1:
+                tsresol = buf[off + 4]
+            elif code == IF_TSOFFSET and olen == 8:
+                tsoffset = struct.unpack_from(order + "q", buf, off + 4)[0]
+            off += 4 + ((olen + 3) & ~3)  # option values are padded to 32 bits (section 3.5)
+        self.linktypes.append(linktype)
+        self._snaplens.append(snaplen)
+        self._tsresol.append(tsresol)
+        self._tsoffset.append(tsoffset)
+
+    def _pcapng_batch(
+        self, buf: bytes | bytearray, starts: array, kind: int, order: str
+    ) -> tuple[Batch | None, tuple[int, str] | None]:
+        """Gather the frames of one kind of packet block; stop at the first corrupt one.
+
+        Returns the batch (None when nothing in it is usable) and, if a block was corrupt, its offset
+        in ``buf`` and a description.
+        """
+        st = np.frombuffer(starts, dtype=np.int64)
+        raw = np.frombuffer(buf, dtype=np.uint8)
+        u4 = order + "u4"
+        base = self._section_base
+        nif = len(self.linktypes) - base
+        data_at = PACKET_DATA_AT[kind]
+        if kind == BT_SPB:
+            # section 4.4: no interface id (it is interface 0), no timestamp; the captured length is
+            # the original length cut at interface 0's snaplen and at the block's own body
+            hdr = raw[st[:, None] + _ARANGE[:12]].view(u4)
+            blen = hdr[:, 1].astype(np.int64)
+            wire = hdr[:, 2].astype(np.int64)
+            local = np.zeros(st.shape[0], dtype=np.int64)
+            cap = np.minimum(wire, blen - 16)
+            if nif and self._snaplens[base]:
+                cap = np.minimum(cap, self._snaplens[base])
+            ticks = None
+        else:
+            hdr = raw[st[:, None] + _ARANGE[:28]].view(u4)
+            blen = hdr[:, 1].astype(np.int64)
+            if kind == BT_PB:
+                # appendix A: a 16-bit interface id followed by a 16-bit drops count
+                local = hdr[:, 2].astype(np.int64)
+                local = (local & 0xFFFF) if order == "<" else (local >> 16)
+            else:
+                local = hdr[:, 2].astype(np.int64)
+            ticks = (hdr[:, 3].astype(np.uint64) << np.uint64(32)) | hdr[:, 4].astype(np.uint64)
+            cap = hdr[:, 5].astype(np.int64)
+            wire = hdr[:, 6].astype(np.int64)
+        known = local < nif
+        gidx = np.where(known, local + base, 0)
+        limits = np.array([max_caplen(lt) for lt in self.linktypes] or [MAXIMUM_SNAPLEN], dtype=np.int64)
+        # The captured data must fit in the block (sections 4.3, 4.4) and stay under libpcap's maximum.
+        bad = (cap > blen - (data_at + 4)) | (known & (cap > limits[gidx]))
+        problem = None
+        if bad.any():
+            first = int(np.argmax(bad))
+            problem = (
+                int(st[first]),
+                (
+                    f"corrupt packet block: caplen {int(cap[first])} does not fit its "
+                    f"{int(blen[first])}-byte block or exceeds the maximum"
+                ),
+            )
+            st, local, gidx, cap, wire, known = (a[:first] for a in (st, local, gidx, cap, wire, known))
+            if ticks is not None:
+                ticks = ticks[:first]
+        if not known.all():
+            # Both libpcap and wiretap give up on the file here; we drop just these frames.
+            self.skipped += int((~known).sum())
+            st, gidx, cap, wire = st[known], gidx[known], cap[known], wire[known]
+            if ticks is not None:
+                ticks = ticks[known]
+        n = st.shape[0]
+        if n == 0:
+            return None, problem
+        if ticks is None:
+            ts_ns = np.zeros(n, dtype=np.int64)
+        else:
+            ts_ns = np.empty(n, dtype=np.int64)
+            for g in np.unique(gidx):
+                sel = gidx == g if len(self.linktypes) > 1 else slice(None)
+                ts_ns[sel] = _ticks_to_ns(ticks[sel], self._tsresol[g], self._tsoffset[g])
+        self.frames += n
+        return (
+            Batch(
+                buf=buf,
+                offsets=st + data_at,
+                caplens=cap.astype(np.uint32),
+                wirelens=wire.astype(np.uint32),
+                ts_ns=ts_ns,
+                linktypes=np.array(self.linktypes, dtype=np.uint16)[gidx],
+            ),
+            problem,
+        )
+
+
+def _shb_order(buf: bytes | bytearray, pos: int) -> str | None:
+    """Byte order of the section whose SHB starts at pos, from its byte-order magic (section 4.1)."""
+    bom = struct.unpack_from("<I", buf, pos + 8)[0]
+    if bom == PCAPNG_BYTE_ORDER_MAGIC:
+        return "<"
+    if bom == 0x4D3C2B1A:  # the magic written big-endian
+        return ">"
+    return None
+
+
+def _ticks_to_ns(ticks: np.ndarray, tsresol: int, tsoffset: int) -> np.ndarray:
+    """Nanoseconds since the epoch from pcapng timestamp units (section 4.2, if_tsresol/if_tsoffset).
+
+    if_tsresol: the high bit clear means units of 10**-v seconds, set means 2**-(v & 0x7f) seconds.
+    """
+    exp = tsresol & 0x7F
+    if tsresol & 0x80:
+        if exp > 30:  # keep (fraction * 1e9) inside 64 bits: drop the sub-nanosecond bits first
+            shift = exp - 30
+            ticks = ticks >> np.uint64(shift) if shift < 64 else np.zeros_like(ticks)
+            exp = 30
+        sec = ticks >> np.uint64(exp)
+        frac = ticks & np.uint64((1 << exp) - 1)
+        ns = sec * np.uint64(1_000_000_000) + ((frac * np.uint64(1_000_000_000)) >> np.uint64(exp))
+    elif exp <= 9:
+        ns = ticks * np.uint64(10 ** (9 - exp))
+    elif exp - 9 < 20:
+        ns = ticks // np.uint64(10 ** (exp - 9))
+    else:
+        ns = np.zeros_like(ticks)
+    return ns.astype(np.int64) + np.int64(tsoffset * 1_000_000_000)
+
+
+def open_capture(
+    path: str, batch_frames: int = DEFAULT_BATCH_FRAMES, chunk_size: int = CHUNK_SIZE
+) -> CaptureReader:
+    """Open a pcap or pcapng file, recognised by its magic number (never by its name).
+
+    Raises CaptureError, naming the file, when it is missing, unreadable, a directory, empty, or not a
+    capture file; damage later in the file is reported through ``truncated``/``warning`` instead.
+    """
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise CaptureError(f"{path}: no such file") from None
+    except PermissionError:
+        raise CaptureError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise CaptureError(f"{path}: is a directory, not a capture file") from None
+    except OSError as e:
+        raise CaptureError(f"{path}: cannot open: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        # Linux opens a directory read-only without complaint; only reading it fails (EISDIR)
+        if stat.S_ISDIR(st.st_mode):
+            raise CaptureError(f"{path}: is a directory, not a capture file")
+        try:
+            head = os.pread(fd, PCAP_FILE_HEADER_LEN, 0)
+        except OSError as e:
+            raise CaptureError(f"{path}: cannot read: {e.strerror}") from None
+        if not head:
+            raise CaptureError(f"{path}: empty file, not a capture file")
+        magic = struct.unpack_from("<I", head.ljust(4, b"\0"))[0]
+        known = (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC, PCAP_MAGIC_KUZNETZOV)
+        if len(head) < 4 or (
+            magic != BT_SHB and magic not in known and struct.unpack_from(">I", head)[0] not in known
+        ):
+            raise CaptureError(f"{path}: not a pcap or pcapng capture file")
+        return CaptureReader(path, fd, st.st_size, head, batch_frames, chunk_size)
+    except BaseException:
+        os.close(fd)
+        raise

@@ -1,0 +1,607 @@
+"""Capture file readers: files built byte by byte here, checked against tshark/tcpdump and real captures."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import struct
+import subprocess
+from decimal import Decimal
+from pathlib import Path
+
+import dpkt
+import numpy as np
+import pytest
+
+from pktscope.capture.batch import Batch
+from pktscope.capture.files import CaptureError, CaptureReader, open_capture
+
+TSHARK = shutil.which("tshark")
+TCPDUMP = shutil.which("tcpdump")
+needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed")
+needs_tcpdump = pytest.mark.skipif(TCPDUMP is None, reason="tcpdump is not installed")
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_LINUX_SLL = 113
+T0 = 1_700_000_000  # an arbitrary second since the epoch
+
+
+# -- real frames ----------------------------------------------------------------------------------
+
+
+def udp_frame(i: int, payload_len: int = 20) -> bytes:
+    """An Ethernet/IPv4/UDP frame, different for every i."""
+    udp = dpkt.udp.UDP(sport=40000 + i, dport=53, data=bytes([i & 0xFF]) * payload_len)
+    udp.ulen = len(udp)
+    ip = dpkt.ip.IP(src=bytes([10, 0, 0, 1]), dst=bytes([10, 0, 0, 2]), p=dpkt.ip.IP_PROTO_UDP, data=udp)
+    ip.len = len(ip)
+    eth = dpkt.ethernet.Ethernet(
+        src=b"\x02\x00\x00\x00\x00\x01", dst=b"\x02\x00\x00\x00\x00\x02", type=0x0800, data=ip
+    )
+    return bytes(eth)
+
+
+def raw_ipv6_frame(i: int) -> bytes:
+    """A raw IPv6/UDP packet (LINKTYPE_RAW), different for every i."""
+    udp = dpkt.udp.UDP(sport=50000 + i, dport=123, data=b"ntp" + bytes([i & 0xFF]))
+    udp.ulen = len(udp)
+    ip6 = dpkt.ip6.IP6(src=b"\xfe\x80" + b"\x00" * 13 + b"\x01", dst=b"\xfe\x80" + b"\x00" * 13 + b"\x02")
+    ip6.nxt, ip6.hlim, ip6.data, ip6.plen = dpkt.ip.IP_PROTO_UDP, 64, udp, len(udp)
+    return bytes(ip6)
+
+
+def sll_frame(i: int) -> bytes:
+    """A Linux cooked (SLL v1) header carrying an IPv4/UDP packet."""
+    ip = udp_frame(i)[14:]
+    return struct.pack(">HHH8sH", 0, 1, 6, b"\x02\x00\x00\x00\x00\x09\x00\x00", 0x0800) + ip
+
+
+# -- pcap writer ----------------------------------------------------------------------------------
+
+
+def pcap_bytes(
+    records: list[tuple[int, bytes, int]],
+    *,
+    order: str = "<",
+    nsec: bool = False,
+    linktype: int = LINKTYPE_ETHERNET,
+    snaplen: int = 65535,
+) -> bytes:
+    """A classic pcap file; records are (ts_ns, captured bytes, wire length)."""
+    magic = 0xA1B23C4D if nsec else 0xA1B2C3D4
+    out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
+    for ts_ns, data, wirelen in records:
+        sec, ns = divmod(ts_ns, 1_000_000_000)
+        out.append(struct.pack(order + "IIII", sec, ns if nsec else ns // 1000, len(data), wirelen))
+        out.append(data)
+    return b"".join(out)
+
+
+# -- pcapng writer (draft-ietf-opsawg-pcapng) -----------------------------------------------------
+
+
+def block(order: str, btype: int, body: bytes) -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    total = 12 + len(body)
+    return struct.pack(order + "II", btype, total) + body + struct.pack(order + "I", total)
+
+
+def option(order: str, code: int, value: bytes) -> bytes:
+    return struct.pack(order + "HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
+
+
+def shb(order: str) -> bytes:
+    return block(order, 0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+
+
+def idb(order: str, linktype: int, snaplen: int = 0, tsresol: int | None = None, tsoffset: int = 0) -> bytes:
+    opts = b""
+    if tsresol is not None:
+        opts += option(order, 9, bytes([tsresol]))
+    if tsoffset:
+        opts += option(order, 14, struct.pack(order + "q", tsoffset))
+    if opts:
+        opts += option(order, 0, b"")
+    return block(order, 1, struct.pack(order + "HHI", linktype, 0, snaplen) + opts)
+
+
+def epb(order: str, iface: int, ticks: int, data: bytes, wirelen: int | None = None) -> bytes:
+    wl = len(data) if wirelen is None else wirelen
+    return block(
+        order, 6, struct.pack(order + "IIIII", iface, ticks >> 32, ticks & 0xFFFFFFFF, len(data), wl) + data
+    )
+
+
+def pb(order: str, iface: int, ticks: int, data: bytes, drops: int = 0) -> bytes:
+    """Obsolete Packet Block (appendix A): 16-bit interface id, 16-bit drops count."""
+    head = struct.pack(order + "HHIIII", iface, drops, ticks >> 32, ticks & 0xFFFFFFFF, len(data), len(data))
+    return block(order, 2, head + data)
+
+
+def spb(order: str, data: bytes, wirelen: int | None = None) -> bytes:
+    return block(order, 3, struct.pack(order + "I", len(data) if wirelen is None else wirelen) + data)
+
+
+# -- oracles --------------------------------------------------------------------------------------
+
+
+def read_all(reader: CaptureReader) -> list[Batch]:
+    return list(reader)
+
+
+def frames_of(batches: list[Batch]) -> list[tuple[int, bytes, int, int]]:
+    """(ts_ns, bytes, wire length, link type) of every frame, in order."""
+    return [
+        (int(b.ts_ns[i]), b.frame(i), int(b.wirelens[i]), int(b.linktypes[i]))
+        for b in batches
+        for i in range(len(b))
+    ]
+
+
+def tshark_frames(path: Path) -> list[tuple[int, int, int]]:
+    """(ts_ns, captured length, wire length) of every frame, as tshark reads the file."""
+    out = subprocess.run(
+        [TSHARK, "-n", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch", "-e", "frame.cap_len",
+         "-e", "frame.len"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rows = [line.split("\t") for line in out.splitlines()]
+    # a frame without a timestamp (SPB, section 4.4) has an empty time; the reader gives it 0
+    return [(int(Decimal(t or 0) * 1_000_000_000), int(c), int(w)) for t, c, w in rows]
+
+
+def tshark_protocols(path: Path) -> list[str]:
+    """The first protocol tshark sees in each frame (shows the link type it used)."""
+    out = subprocess.run(
+        [TSHARK, "-n", "-r", str(path), "-T", "fields", "-e", "frame.protocols"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [line.split(":")[0] for line in out.splitlines()]
+
+
+def tcpdump_read(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TCPDUMP, "-nn", "-tt", "--time-stamp-precision=nano", "-r", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+
+
+def ours(path: Path) -> list[tuple[int, int, int]]:
+    return [(t, len(data), w) for t, data, w, _ in frames_of(read_all(open_capture(str(path))))]
+
+
+# -- pcap -----------------------------------------------------------------------------------------
+
+PCAP_VARIANTS = [("<", False), (">", False), ("<", True), (">", True)]
+
+
+def three_records(nsec: bool) -> list[tuple[int, bytes, int]]:
+    frac = 123_456_789 if nsec else 123_456_000  # microsecond files cannot hold the last digits
+    f0, f1, f2 = udp_frame(0), udp_frame(1, 200), udp_frame(2)
+    # the second frame is cut at 60 bytes (a snaplen-style capture: caplen < wire length)
+    return [
+        (T0 * 10**9 + frac, f0, len(f0)),
+        (T0 * 10**9 + 2 * frac, f1[:60], len(f1)),
+        ((T0 + 5) * 10**9, f2, len(f2)),
+    ]
+
+
+@pytest.mark.parametrize(("order", "nsec"), PCAP_VARIANTS)
+def test_pcap_variants_read_back_what_was_written(tmp_path: Path, order: str, nsec: bool) -> None:
+    records = three_records(nsec)
+    path = tmp_path / "x.cap"  # the name says nothing: the format comes from the magic
+    path.write_bytes(pcap_bytes(records, order=order, nsec=nsec))
+    with open_capture(str(path)) as reader:
+        assert reader.format == "pcap"
+        assert reader.linktypes == [LINKTYPE_ETHERNET]
+        batches = read_all(reader)
+        assert not reader.truncated and reader.warning is None
+        assert reader.bytes_read == reader.size == path.stat().st_size
+    assert frames_of(batches) == [(t, d, w, LINKTYPE_ETHERNET) for t, d, w in records]
+    b = batches[0]
+    assert (b.offsets.dtype, b.caplens.dtype, b.wirelens.dtype, b.ts_ns.dtype, b.linktypes.dtype) == (
+        np.int64, np.uint32, np.uint32, np.int64, np.uint16,
+    )  # fmt: skip
+
+
+@needs_tshark
+@pytest.mark.parametrize(("order", "nsec"), PCAP_VARIANTS)
+def test_pcap_variants_agree_with_tshark(tmp_path: Path, order: str, nsec: bool) -> None:
+    path = tmp_path / "x.pcap"
+    path.write_bytes(pcap_bytes(three_records(nsec), order=order, nsec=nsec))
+    assert ours(path) == tshark_frames(path)
+
+
+@needs_tcpdump
+def test_pcap_linktype_fcs_bits_are_masked_like_libpcap(tmp_path: Path) -> None:
+    # LinkType 0x30000001: Ethernet with the F bit and an FCS length in the upper bits (libpcap LT_LINKTYPE)
+    path = tmp_path / "fcs.pcap"
+    path.write_bytes(pcap_bytes([(T0 * 10**9, udp_frame(0), 60)], linktype=0x30000000 | LINKTYPE_ETHERNET))
+    reader = open_capture(str(path))
+    assert reader.linktypes == [LINKTYPE_ETHERNET]
+    assert int(read_all(reader)[0].linktypes[0]) == LINKTYPE_ETHERNET
+    assert "link-type EN10MB" in tcpdump_read(path).stderr
+
+
+def test_pcap_caplen_greater_than_wirelen_is_kept(tmp_path: Path) -> None:
+    frame = udp_frame(3)
+    path = tmp_path / "odd.pcap"
+    path.write_bytes(pcap_bytes([(T0 * 10**9, frame, 20), ((T0 + 1) * 10**9, frame, len(frame))]))
+    reader = open_capture(str(path))
+    got = frames_of(read_all(reader))
+    assert [(d, w) for _, d, w, _ in got] == [(frame, 20), (frame, len(frame))]
+    assert not reader.truncated
+
+
+@needs_tcpdump
+def test_pcap_absurd_caplen_stops_like_libpcap(tmp_path: Path) -> None:
+    good = [(T0 * 10**9 + i, udp_frame(i), len(udp_frame(i))) for i in range(2)]
+    data = pcap_bytes(good) + struct.pack("<IIII", T0, 0, 300_000, 300_000) + b"\0" * 64
+    path = tmp_path / "corrupt.pcap"
+    path.write_bytes(data)
+    reader = open_capture(str(path))
+    got = frames_of(read_all(reader))
+    assert [d for _, d, _, _ in got] == [d for _, d, _ in good]
+    assert reader.truncated
+    assert reader.warning is not None and "300000" in reader.warning and "2 packets" in reader.warning
+    td = tcpdump_read(path)
+    assert "invalid packet capture length 300000" in td.stderr
+    assert len(td.stdout.splitlines()) == 2
+
+
+@needs_tcpdump
+@pytest.mark.parametrize("cut", [5, 20])  # inside the 16-byte record header / inside the packet data
+def test_pcap_truncated_mid_record_keeps_what_came_before(tmp_path: Path, cut: int) -> None:
+    records = [(T0 * 10**9 + i * 1000, udp_frame(i), len(udp_frame(i))) for i in range(3)]
+    full = pcap_bytes(records)
+    last_start = len(full) - 16 - len(records[-1][1])
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(full[: last_start + cut])
+    reader = open_capture(str(path))
+    got = frames_of(read_all(reader))
+    assert [d for _, d, _, _ in got] == [d for _, d, _ in records[:2]]
+    assert reader.truncated
+    assert reader.warning == f"file ends mid-record after 2 packets (offset {last_start})"
+    td = tcpdump_read(path)
+    assert "truncated dump file" in td.stderr
+    assert len(td.stdout.splitlines()) == 2
+
+
+def test_pcap_header_only_gives_no_batches(tmp_path: Path) -> None:
+    path = tmp_path / "empty.pcap"
+    path.write_bytes(pcap_bytes([], order=">", nsec=True, linktype=LINKTYPE_RAW))
+    reader = open_capture(str(path))
+    assert reader.linktypes == [LINKTYPE_RAW]
+    assert read_all(reader) == []
+    assert not reader.truncated and reader.warning is None
+
+
+def test_records_straddling_chunks_and_batches_stay_valid(tmp_path: Path) -> None:
+    # a 64-byte chunk forces every record across a chunk boundary, and one record (1400 bytes of
+    # payload) is far bigger than a chunk
+    records = [(T0 * 10**9 + i * 1000, udp_frame(i, 1400 if i == 4 else 10 + i), 0) for i in range(9)]
+    records = [(t, d, len(d)) for t, d, _ in records]
+    path = tmp_path / "chunks.pcap"
+    path.write_bytes(pcap_bytes(records))
+    batches = read_all(open_capture(str(path), batch_frames=2, chunk_size=64))
+    assert all(1 <= len(b) <= 2 for b in batches)
+    # read only after all batches exist: a reused buffer would show up as wrong bytes here
+    assert frames_of(batches) == [(t, d, w, LINKTYPE_ETHERNET) for t, d, w in records]
+
+
+def test_batches_hold_at_most_batch_frames(tmp_path: Path) -> None:
+    records = [(T0 * 10**9 + i * 1000, udp_frame(i), len(udp_frame(i))) for i in range(10)]
+    path = tmp_path / "ten.pcap"
+    path.write_bytes(pcap_bytes(records))
+    reader = open_capture(str(path), batch_frames=4)
+    assert [len(b) for b in reader] == [4, 4, 2]
+    assert reader.frames == 10
+    # a second pass reads the file again from the start
+    assert sum(len(b) for b in reader) == 10
+
+
+# -- pcapng ---------------------------------------------------------------------------------------
+
+UNKNOWN_BLOCK = 0x0BADF00C  # not a registered block type: readers skip it by its length (section 3.1)
+
+
+def two_section_pcapng() -> tuple[bytes, list[tuple[int, bytes, int, int]]]:
+    """A pcapng file exercising interfaces, time resolutions, SPB, PB, an unknown block, two sections.
+
+    Returns the file and the frames it holds as (ts_ns, bytes, wire length, link type).
+    """
+    le, be = "<", ">"
+    f = [udp_frame(i) for i in range(6)]
+    r6 = raw_ipv6_frame(7)
+    s = sll_frame(8)
+    expect: list[tuple[int, bytes, int, int]] = []
+    parts = [shb(le)]
+    parts.append(idb(le, LINKTYPE_ETHERNET, snaplen=70))  # interface 0: microseconds (default)
+    parts.append(idb(le, LINKTYPE_RAW, tsresol=9, tsoffset=100))  # interface 1: ns, +100 s
+    us = T0 * 10**6 + 250_000
+    parts.append(epb(le, 0, us, f[0]))
+    expect.append((us * 1000, f[0], len(f[0]), LINKTYPE_ETHERNET))
+    ns = T0 * 10**9 + 987_654_321
+    parts.append(epb(le, 1, ns, r6))
+    expect.append((ns + 100 * 10**9, r6, len(r6), LINKTYPE_RAW))
+    parts.append(block(le, UNKNOWN_BLOCK, b"skip me!"))
+    # SPB: interface 0, no timestamp; it holds min(original length, interface 0's snaplen of 70)
+    # bytes (section 4.4), the reader knows that length only from the snaplen
+    spb_data = (f[1] + b"\0" * 30)[:70]
+    parts.append(spb(le, spb_data, wirelen=len(f[1]) + 30))
+    expect.append((0, spb_data, len(f[1]) + 30, LINKTYPE_ETHERNET))
+    # PB on interface 1 after a nonzero drops count: the two 16-bit fields must not be confused
+    parts.append(pb(le, 1, ns + 1, r6, drops=3))
+    expect.append((ns + 1 + 100 * 10**9, r6, len(r6), LINKTYPE_RAW))
+    # second section, big-endian, with its own interface list: its interface 0 is Linux SLL
+    parts.append(shb(be))
+    parts.append(idb(be, LINKTYPE_LINUX_SLL, tsresol=0x80 | 10))  # units of 2**-10 s
+    ticks = T0 * 1024 + 512
+    parts.append(epb(be, 0, ticks, s))
+    expect.append((T0 * 10**9 + 500_000_000, s, len(s), LINKTYPE_LINUX_SLL))
+    parts.append(epb(be, 0, ticks + 1, f[3][:40], wirelen=len(f[3])))
+    expect.append((T0 * 10**9 + 500_000_000 + 976_562, f[3][:40], len(f[3]), LINKTYPE_LINUX_SLL))
+    return b"".join(parts), expect
+
+
+def test_pcapng_interfaces_resolutions_block_kinds_and_sections(tmp_path: Path) -> None:
+    data, expect = two_section_pcapng()
+    path = tmp_path / "mixed.pcap"  # a pcapng file with a .pcap name, as in the wild
+    path.write_bytes(data)
+    with open_capture(str(path), batch_frames=3) as reader:
+        assert reader.format == "pcapng"
+        got = frames_of(read_all(reader))
+        assert reader.linktypes == [LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LINUX_SLL]
+        assert not reader.truncated and reader.skipped == 0
+        assert reader.bytes_read == reader.size
+    assert got == expect
+
+
+@needs_tshark
+def test_pcapng_agrees_with_tshark(tmp_path: Path) -> None:
+    data, _ = two_section_pcapng()
+    path = tmp_path / "mixed.pcapng"
+    path.write_bytes(data)
+    assert ours(path) == tshark_frames(path)
+    # tshark decodes each frame with its own interface's link type, as our per-frame linktypes say
+    assert tshark_protocols(path) == ["eth", "raw", "eth", "raw", "sll", "sll"]
+
+
+@needs_tcpdump
+def test_pcapng_single_interface_agrees_with_tcpdump(tmp_path: Path) -> None:
+    frames = [udp_frame(i) for i in range(3)]
+    data = (
+        shb("<")
+        + idb("<", LINKTYPE_ETHERNET, tsresol=9)
+        + b"".join(epb("<", 0, T0 * 10**9 + 111 * i, f) for i, f in enumerate(frames))
+    )
+    path = tmp_path / "one.pcapng"
+    path.write_bytes(data)
+    lines = tcpdump_read(path).stdout.splitlines()
+    assert [line.split()[0] for line in lines] == [f"{t // 10**9}.{t % 10**9:09d}" for t, _, _ in ours(path)]
+    assert [t for t, _, _ in ours(path)] == [T0 * 10**9 + 111 * i for i in range(3)]
+
+
+def test_pcapng_unknown_interface_frames_are_skipped_and_counted(tmp_path: Path) -> None:
+    f = [udp_frame(i) for i in range(3)]
+    data = shb("<") + idb("<", LINKTYPE_ETHERNET) + epb("<", 0, 1, f[0]) + epb("<", 5, 2, f[1])
+    data += epb("<", 0, 3, f[2])
+    path = tmp_path / "ghost.pcapng"
+    path.write_bytes(data)
+    reader = open_capture(str(path))
+    got = frames_of(read_all(reader))
+    assert [d for _, d, _, _ in got] == [f[0], f[2]]
+    assert reader.skipped == 1
+    assert not reader.truncated
+    assert reader.warning is not None and "skipped 1 packets" in reader.warning
+
+
+def test_pcapng_spb_without_any_interface_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "noidb.pcapng"
+    path.write_bytes(shb("<") + spb("<", udp_frame(0)))
+    reader = open_capture(str(path))
+    assert read_all(reader) == []
+    assert reader.skipped == 1
+
+
+@needs_tshark
+def test_pcapng_invalid_block_length_stops_with_warning(tmp_path: Path) -> None:
+    f = [udp_frame(i) for i in range(2)]
+    good = shb("<") + idb("<", LINKTYPE_ETHERNET) + epb("<", 0, 1, f[0]) + epb("<", 0, 2, f[1])
+    bad = struct.pack("<II", 6, 45) + b"\0" * 41  # 45 is not a multiple of 4 (section 3.1)
+    path = tmp_path / "badlen.pcapng"
+    path.write_bytes(good + bad)
+    reader = open_capture(str(path))
+    got = frames_of(read_all(reader))
+    assert [d for _, d, _, _ in got] == f
+    assert reader.truncated
+    assert reader.warning is not None and f"offset {len(good)}" in reader.warning
+    ts = subprocess.run([TSHARK, "-n", "-r", str(path)], check=False, capture_output=True, text=True)
+    assert ts.returncode != 0 and len(ts.stdout.splitlines()) == 2
+
+
+@needs_tshark
+def test_pcapng_caplen_past_block_end_stops(tmp_path: Path) -> None:
+    f = [udp_frame(i) for i in range(2)]
+    head = shb("<") + idb("<", LINKTYPE_ETHERNET) + epb("<", 0, 1, f[0])
+    lying = bytearray(epb("<", 0, 2, f[1]))
+    struct.pack_into("<I", lying, 20, len(f[1]) + 100)  # captured length bigger than the block holds
+    path = tmp_path / "lying.pcapng"
+    path.write_bytes(head + bytes(lying) + epb("<", 0, 3, f[0]))
+    reader = open_capture(str(path))
+    got = frames_of(read_all(reader))
+    assert [d for _, d, _, _ in got] == [f[0]]
+    assert reader.truncated and reader.warning is not None and f"offset {len(head)}" in reader.warning
+    ts = subprocess.run([TSHARK, "-n", "-r", str(path)], check=False, capture_output=True, text=True)
+    assert len(ts.stdout.splitlines()) == 1
+
+
+@needs_tshark
+@pytest.mark.parametrize("cut", [6, 30])  # inside the block header / inside the packet data
+def test_pcapng_truncated_mid_block(tmp_path: Path, cut: int) -> None:
+    f = [udp_frame(i) for i in range(3)]
+    head = shb(">") + idb(">", LINKTYPE_ETHERNET) + epb(">", 0, 1, f[0]) + epb(">", 0, 2, f[1])
+    path = tmp_path / "cut.pcapng"
+    path.write_bytes(head + epb(">", 0, 3, f[2])[:cut])
+    reader = open_capture(str(path), chunk_size=100)
+    got = frames_of(read_all(reader))
+    assert [d for _, d, _, _ in got] == f[:2]
+    assert reader.truncated
+    assert reader.warning == f"file ends mid-block after 2 packets (offset {len(head)})"
+    assert len(tshark_frames_lenient(path)) == 2
+
+
+def tshark_frames_lenient(path: Path) -> list[str]:
+    """Frame lines tshark prints before it gives up on a damaged file."""
+    return subprocess.run(
+        [TSHARK, "-n", "-r", str(path)], check=False, capture_output=True, text=True
+    ).stdout.splitlines()
+
+
+def test_pcapng_many_frames_across_chunks_and_batches(tmp_path: Path) -> None:
+    frames = [udp_frame(i, 5 + i % 50) for i in range(200)]
+    data = (
+        shb("<")
+        + idb("<", LINKTYPE_ETHERNET, tsresol=3)
+        + b"".join(epb("<", 0, T0 * 1000 + i, f) for i, f in enumerate(frames))
+    )
+    path = tmp_path / "many.pcapng"
+    path.write_bytes(data)
+    batches = read_all(open_capture(str(path), batch_frames=7, chunk_size=300))
+    assert max(len(b) for b in batches) <= 7
+    assert [(t, d) for t, d, _, _ in frames_of(batches)] == [
+        ((T0 * 1000 + i) * 10**6, f) for i, f in enumerate(frames)
+    ]
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+def assert_capture_error(path: Path, needle: str) -> None:
+    with pytest.raises(CaptureError) as err:
+        open_capture(str(path))
+    message = str(err.value)
+    assert str(path) in message and needle in message
+    assert "\n" not in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert_capture_error(tmp_path / "nope.pcap", "no such file")
+
+
+def test_directory(tmp_path: Path) -> None:
+    assert_capture_error(tmp_path, "directory")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.pcap"
+    path.write_bytes(b"")
+    assert_capture_error(path, "empty")
+
+
+def test_text_file_is_not_a_capture(tmp_path: Path) -> None:
+    path = tmp_path / "notes.pcap"
+    path.write_text("these are not packets\n" * 10)
+    assert_capture_error(path, "not a pcap or pcapng capture file")
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (pcap_bytes([])[:10], "truncated pcap file header"),
+        (shb("<")[:10], "truncated pcapng section header"),
+        (shb("<")[:8] + b"\x01\x02\x03\x04" + shb("<")[12:], "bad pcapng byte-order magic"),
+    ],
+    ids=["pcap", "pcapng", "pcapng-byte-order"],
+)
+def test_truncated_or_bad_file_header(tmp_path: Path, data: bytes, needle: str) -> None:
+    path = tmp_path / "short.cap"
+    path.write_bytes(data)
+    assert_capture_error(path, needle)
+
+
+def test_permission_denied(tmp_path: Path) -> None:
+    path = tmp_path / "secret.pcap"
+    path.write_bytes(pcap_bytes([(T0 * 10**9, udp_frame(0), 60)]))
+    path.chmod(0)
+    if os.geteuid() != 0:
+        assert_capture_error(path, "permission denied")
+        return
+    # root reads a mode-000 file anyway: open it from a forked child that gave up root
+    try:
+        import pwd
+
+        nobody = pwd.getpwnam("nobody")
+    except (ImportError, KeyError):
+        pytest.skip("running as root and there is no 'nobody' user to open the file as")
+    tmp_path.chmod(0o755)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop to nobody, report what open_capture said, never return into pytest
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            try:
+                open_capture(str(path))
+                message = "opened"
+            except CaptureError as e:
+                message = str(e)
+            os.write(write_end, message.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        message = fh.read().decode()
+    os.waitpid(pid, 0)
+    assert message == f"{path}: permission denied"
+
+
+# -- real captures --------------------------------------------------------------------------------
+
+CORPUS_FILES = [
+    "tcpdump/tcp-handshake-nano.pcap",  # nanosecond pcap
+    "tcpdump/isup.pcap",  # big-endian pcap
+    "PcapPlusPlus/Tests/Packet++Test/PacketExamples/ldap.pcapng",  # Ethernet + Linux SLL interfaces
+    "PcapPlusPlus/Tests/Pcap++Test/PcapExamples/many_interfaces-1.pcapng",  # 11 interfaces
+    "packets/dns.pcap",  # pcapng under a .pcap name
+    "retina/traces/quic_retry.pcapng",  # classic pcap under a .pcapng name
+    "PcapPlusPlus/Tests/ExamplesTest/pcap_examples/http-packets.pcap",  # 2.6 MB, many chunks below
+]
+
+
+@pytest.fixture(scope="module")
+def corpus_reference() -> dict[str, dict[str, str]]:
+    if not (CORPUS / "reference.tsv").is_file():
+        pytest.skip(f"real-capture corpus not found at {CORPUS} (only in the shared workspace)")
+    with open(CORPUS / "reference.tsv", newline="") as fh:
+        return {row["file"]: row for row in csv.DictReader(fh, delimiter="\t")}
+
+
+@pytest.mark.parametrize("name", CORPUS_FILES)
+def test_corpus_frame_counts_match_capinfos(corpus_reference: dict[str, dict[str, str]], name: str) -> None:
+    ref = corpus_reference[name]
+    with open_capture(str(CORPUS / name), chunk_size=1 << 16) as reader:
+        batches = read_all(reader)
+        assert not reader.truncated
+        assert reader.format == ("pcapng" if ref["file_format"] == "pcapng" else "pcap")
+    assert sum(len(b) for b in batches) == int(ref["packets"])
+    for b in batches:
+        assert np.all(b.offsets + b.caplens <= len(b.buf))
+    # tcpdump names the first frame's link type; "A+B" lists the mix in a pcapng file
+    first = ref["linktype"].split("+")[0]
+    names = {"EN10MB": 1, "LINUX_SLL": 113}
+    if first in names:
+        assert int(batches[0].linktypes[0]) == names[first]
+
+
+@needs_tshark
+def test_corpus_mixed_interfaces_agree_with_tshark(corpus_reference: dict[str, dict[str, str]]) -> None:
+    path = CORPUS / "PcapPlusPlus/Tests/Packet++Test/PacketExamples/ldap.pcapng"
+    assert ours(path) == tshark_frames(path)
