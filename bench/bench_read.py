@@ -1,0 +1,176 @@
+"""The offline benchmark: pktscope read against tshark, tcpdump and a plain dpkt loop on one capture.
+
+Generates (or reuses, cached in bench/out/) a synthetic capture, runs every tool as a child process
+K times, and prints one table: median wall seconds, frames per second, the ratio of each tool's time
+to pktscope's, and peak RSS. A tool that fails or is missing gets its error in the table; the others
+still run.
+
+    python3 bench/bench_read.py [--frames N] [--repeat K] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+OUT = HERE / "out"
+PY = sys.executable
+GNU_TIME = "/usr/bin/time"
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One command to time; {file} in argv is replaced by the capture's path."""
+
+    name: str
+    argv: tuple[str, ...]
+    needs: str  # executable or Python module that must exist, else the tool is skipped
+
+
+@dataclass
+class Result:
+    """What the runs of one tool measured."""
+
+    tool: Tool
+    walls: list[float] = field(default_factory=list)
+    peak_kib: int = 0
+    error: str = ""
+    skipped: str = ""
+
+
+def tools() -> list[Tool]:
+    """The contenders, pktscope first; every one reads the same file and writes nothing that is kept."""
+    return [
+        Tool("pktscope read --json", (PY, "-m", "pktscope", "read", "{file}", "--json"), "pktscope"),
+        Tool("tshark -z conv (ip,ipv6,tcp,udp)",
+             ("tshark", "-n", "-q", "-r", "{file}", "-z", "conv,ip", "-z", "conv,ipv6", "-z", "conv,tcp",
+              "-z", "conv,udp"), "tshark"),
+        Tool("tcpdump -nn -r (print)", ("tcpdump", "-nn", "-r", "{file}"), "tcpdump"),
+        Tool("tcpdump -r -w /dev/null", ("tcpdump", "-r", "{file}", "-w", "/dev/null"), "tcpdump"),
+        Tool("dpkt loop (5-tuple dict)", (PY, str(HERE / "dpkt_loop.py"), "{file}"), "dpkt"),
+        Tool("nfstream", (PY, str(HERE / "nfstream_flows.py"), "{file}"), "nfstream"),
+    ]
+
+
+def available(needs: str) -> bool:
+    if shutil.which(needs):
+        return True
+    try:
+        return importlib.util.find_spec(needs) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def run_once(argv: list[str]) -> tuple[float, int, int, str]:
+    """Run argv with stdout to /dev/null; return wall seconds, peak RSS KiB, exit code, stderr tail.
+
+    The peak RSS comes from GNU time when installed. Our own os.wait4 would overstate it: Linux keeps
+    the high-water RSS of the image a process had before exec (here, a fork of this Python process),
+    so every child would report at least this parent's size. GNU time forks from a tiny process.
+    """
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as rss:
+        wrapped = [GNU_TIME, "-f", "%M", "-o", rss.name, *argv] if Path(GNU_TIME).exists() else argv
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(wrapped, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                cwd=OUT)  # not the repo root: its folders would shadow modules
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)  # tell Popen the child is reaped
+        err.seek(0)
+        lines = [ln for ln in err.read().decode(errors="replace").splitlines() if ln.strip()]
+        # GNU time writes "Command exited with non-zero status N" before the number when it fails
+        reported = rss.read().split()
+        kib = int(reported[-1]) if reported and reported[-1].isdigit() else usage.ru_maxrss
+    return wall, kib, proc.returncode, lines[-1] if lines else ""
+
+
+def bench(tool: Tool, capture: Path, repeat: int) -> Result:
+    res = Result(tool)
+    if not available(tool.needs):
+        res.skipped = f"{tool.needs} not installed"
+        return res
+    argv = [a.replace("{file}", str(capture)) for a in tool.argv]
+    for _ in range(repeat):
+        wall, kib, code, tail = run_once(argv)
+        if code != 0:
+            res.error = f"exit {code}: {tail[:80]}"
+            return res
+        res.walls.append(wall)
+        res.peak_kib = max(res.peak_kib, kib)
+    return res
+
+
+def ensure_capture(frames: int, regenerate: bool) -> Path:
+    """The cached synthetic capture of this many frames, generated on first use.
+
+    Generated in a child process so this one stays small while it launches the tools.
+    """
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"synthetic-{frames}.pcap"
+    if regenerate or not path.exists():
+        t = time.perf_counter()
+        tmp = path.with_suffix(".tmp")
+        subprocess.run([PY, str(HERE / "gen_capture.py"), str(tmp), "--frames", str(frames)], check=True)
+        tmp.replace(path)  # a run killed half-way leaves no truncated file to be reused
+        print(f"generated {path.relative_to(REPO)} ({path.stat().st_size / 2**20:.0f} MiB) "
+              f"in {time.perf_counter() - t:.1f} s")
+    return path
+
+
+def render(results: list[Result], frames: int, repeat: int, capture: Path) -> Table:
+    base = next((r for r in results if r.tool.name.startswith("pktscope") and r.walls), None)
+    base_wall = statistics.median(base.walls) if base else None
+    table = Table(title=f"{frames:,} frames, {capture.stat().st_size / 2**20:.0f} MiB "
+                        f"({capture.relative_to(REPO)}); median of {repeat} runs")
+    table.add_column("tool", no_wrap=True)
+    for col in ("wall s", "best s", "frames/s", "× pktscope", "peak MiB"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("note", overflow="fold")
+    for r in results:
+        if r.skipped or r.error:
+            table.add_row(r.tool.name, "", "", "", "", "", r.skipped or r.error)
+            continue
+        wall = statistics.median(r.walls)
+        ratio = f"{wall / base_wall:.2f}" if base_wall else "—"
+        table.add_row(r.tool.name, f"{wall:.2f}", f"{min(r.walls):.2f}", f"{frames / wall:,.0f}", ratio,
+                      f"{r.peak_kib / 1024:.0f}", "")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=1_000_000, help="frames in the capture (default 1M)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per tool; the median is reported")
+    ap.add_argument("--only", nargs="*", default=None, help="run only tools whose name starts with these")
+    ap.add_argument("--regenerate", action="store_true", help="rebuild the cached capture")
+    args = ap.parse_args(argv)
+
+    capture = ensure_capture(args.frames, args.regenerate)
+    console = Console(width=None if sys.stdout.isatty() else 130)
+    load = os.getloadavg()
+    console.print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    chosen = [t for t in tools() if not args.only or any(t.name.startswith(o) for o in args.only)]
+    results = []
+    for tool in chosen:
+        console.print(f"running {tool.name} …", style="dim")
+        results.append(bench(tool, capture, args.repeat))
+    console.print(render(results, args.frames, args.repeat, capture))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
