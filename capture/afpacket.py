@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Self
 
 import numpy as np
+
 from pktscope.bpf import classic
 from pktscope.capture import kernel
 from pktscope.capture.batch import Batch
@@ -94,7 +95,8 @@ class RingStats:
 
 def _privilege_message() -> str:
     python = os.path.realpath(sys.executable)
-    return f"capturing needs CAP_NET_RAW: run as root or `setcap cap_net_raw,cap_net_admin+eip {python}`"
+    # Measured on Linux 6.18: the ring, fanout and the promiscuous membership need only CAP_NET_RAW.
+    return f"capturing needs CAP_NET_RAW: run as root or `setcap cap_net_raw+eip {python}`"
 
 
 def _ifreq(ifname: str) -> bytearray:
@@ -110,7 +112,11 @@ def interface_info(sock: socket.socket, ifname: str) -> tuple[int, int, int]:
     if not name or len(name) >= kernel.IFNAMSIZ or b"\0" in name or b"/" in name:
         raise LiveCaptureError(f"no such interface: {ifname}")
     values = []
-    for request, fmt in ((kernel.SIOCGIFINDEX, "=i"), (kernel.SIOCGIFFLAGS, "=H"), (kernel.SIOCGIFHWADDR, "=H")):
+    for request, fmt in (
+        (kernel.SIOCGIFINDEX, "=i"),
+        (kernel.SIOCGIFFLAGS, "=H"),
+        (kernel.SIOCGIFHWADDR, "=H"),
+    ):
         req = _ifreq(ifname)
         try:
             fcntl.ioctl(sock.fileno(), request, req)
@@ -185,7 +191,9 @@ class PacketRing:
         """
         page = mmap.PAGESIZE
         if block_size <= 0 or block_size % page:
-            raise LiveCaptureError(f"bad ring size: block size {block_size} is not a multiple of the page size {page}")
+            raise LiveCaptureError(
+                f"bad ring size: block size {block_size} is not a multiple of the page size {page}"
+            )
         if not 0 < snaplen <= 0xFFFFFFFF:
             raise LiveCaptureError(f"bad snap length {snaplen}")
         if block_size < snaplen + kernel.BLOCK_DESC_LEN + kernel.TPACKET3_FRAME_OVERHEAD:
@@ -197,7 +205,9 @@ class PacketRing:
         block_count = (ring_mb << 20) // block_size
         if block_count < 1:
             raise LiveCaptureError(f"bad ring size: {ring_mb} MiB holds no block of {block_size} bytes")
-        program = classic.with_snaplen(classic_bpf if classic_bpf is not None else classic.accept_all(snaplen), snaplen)
+        program = classic.with_snaplen(
+            classic_bpf if classic_bpf is not None else classic.accept_all(snaplen), snaplen
+        )
         group = FanoutGroup(*fanout) if fanout is not None else None
         fanout_arg = _fanout_arg(group) if group is not None else None
 
@@ -209,7 +219,9 @@ class PacketRing:
         try:
             ifindex, flags, arphrd = interface_info(sock, ifname)
             if not flags & kernel.IFF_UP:
-                raise LiveCaptureError(f"interface is down: {ifname} (bring it up with `ip link set {ifname} up`)")
+                raise LiveCaptureError(
+                    f"interface is down: {ifname} (bring it up with `ip link set {ifname} up`)"
+                )
             linktype = kernel.ARPHRD_TO_LINKTYPE.get(arphrd)
             if linktype is None:
                 raise LiveCaptureError(
@@ -222,19 +234,29 @@ class PacketRing:
                 raise LiveCaptureError(str(exc)) from None
             frame_size = 2048  # V3 packs frames by their length; tp_frame_size only has to divide the block
             req = kernel.TPACKET_REQ3.pack(
-                block_size, block_count, frame_size, block_count * (block_size // frame_size), block_timeout_ms, 0, 0
+                block_size,
+                block_count,
+                frame_size,
+                block_count * (block_size // frame_size),
+                block_timeout_ms,
+                0,
+                0,
             )
             try:
                 sock.setsockopt(kernel.SOL_PACKET, kernel.PACKET_RX_RING, req)
             except OSError as exc:
                 if exc.errno == errno.ENOMEM:
-                    raise LiveCaptureError(f"bad ring size: the kernel could not allocate {ring_mb} MiB") from None
+                    raise LiveCaptureError(
+                        f"bad ring size: the kernel could not allocate {ring_mb} MiB"
+                    ) from None
                 if exc.errno == errno.EINVAL:
                     raise LiveCaptureError(
                         f"bad ring size: kernel refused {block_count} blocks of {block_size} bytes"
                     ) from None
                 raise
-            ring = mmap.mmap(sock.fileno(), block_size * block_count, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            ring = mmap.mmap(
+                sock.fileno(), block_size * block_count, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+            )
             try:
                 sock.bind((ifname, kernel.ETH_P_ALL))
             except OSError as exc:
@@ -261,7 +283,7 @@ class PacketRing:
                 try:
                     sock.setsockopt(kernel.SOL_PACKET, kernel.PACKET_ADD_MEMBERSHIP, mreq)
                 except PermissionError:
-                    raise LiveCaptureError("promiscuous mode needs CAP_NET_ADMIN") from None
+                    raise LiveCaptureError(_privilege_message()) from None
         except BaseException:
             if ring is not None:
                 ring.close()
@@ -345,7 +367,9 @@ class PacketRing:
         linktypes = np.full(count, self.linktype, dtype=np.uint16)
         buf: bytes = block
         if self._vlan_ok and (status & kernel.TP_STATUS_VLAN_VALID).any():
-            buf, offsets, caplens, wirelens = _reinsert_vlan_tags(block, hdr, offsets, caplens, wirelens, status)
+            buf, offsets, caplens, wirelens = _reinsert_vlan_tags(
+                block, hdr, offsets, caplens, wirelens, status
+            )
         return Batch(buf, offsets, caplens, wirelens, ts_ns, linktypes)
 
     # --- control ------------------------------------------------------------------------------------
@@ -414,8 +438,10 @@ def _reinsert_vlan_tags(
         length = int(caplens[i])
         new_offsets[i] = pos
         if status[i] & kernel.TP_STATUS_VLAN_VALID and length >= 12:
-            tci = int(w32[(int(hdr[i]) >> 2) + 7]) & 0xFFFF  # hv1.tp_vlan_tci at byte 28
-            tpid = int(w16[(int(hdr[i]) >> 1) + 16]) if status[i] & kernel.TP_STATUS_VLAN_TPID_VALID else 0
+            tci = int(w32[(int(hdr[i]) >> 2) + 8]) & 0xFFFF  # hv1.tp_vlan_tci at byte 32
+            tpid = (
+                int(w16[(int(hdr[i]) >> 1) + 18]) if status[i] & kernel.TP_STATUS_VLAN_TPID_VALID else 0
+            )  # byte 36
             tag = struct.pack("!HH", tpid or _ETH_P_8021Q, tci)
             parts += (block[start : start + 12], tag, block[start + 12 : start + length])
             caplens[i] = length + _VLAN_TAG_LEN
