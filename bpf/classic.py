@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pcapy
+
 from pktscope.capture import kernel, linktypes
 from pktscope.capture.batch import Batch
 
