@@ -150,20 +150,14 @@ class FlowTable:
             # A is the first packet's source: "lo" counters are A's when that packet went lo -> hi
             flow.a_is_lo = first_forward
             self.created += 1
-        if flow.a_is_lo:
-            flow.packets_ab += pk_lo
-            flow.bytes_ab += by_lo
-            flow.packets_ba += pk_hi
-            flow.bytes_ba += by_hi
-            flow.flags_ab |= fl_lo
-            flow.flags_ba |= fl_hi
-        else:
-            flow.packets_ab += pk_hi
-            flow.bytes_ab += by_hi
-            flow.packets_ba += pk_lo
-            flow.bytes_ba += by_lo
-            flow.flags_ab |= fl_hi
-            flow.flags_ba |= fl_lo
+        if not flow.a_is_lo:  # the batch sums are lo/hi; the flow's are A/B
+            pk_lo, by_lo, fl_lo, pk_hi, by_hi, fl_hi = pk_hi, by_hi, fl_hi, pk_lo, by_lo, fl_lo
+        flow.packets_ab += pk_lo
+        flow.bytes_ab += by_lo
+        flow.flags_ab |= fl_lo
+        flow.packets_ba += pk_hi
+        flow.bytes_ba += by_hi
+        flow.flags_ba |= fl_hi
         flow.first_ns = min(flow.first_ns, first_ns)
         flow.last_ns = max(flow.last_ns, last_ns)
         self.live[key] = flow
