@@ -157,10 +157,16 @@ def worker_main(cfg: LiveConfig, index: int, conn: Connection, stop: Any, remain
         conn.send(("final", index, analysis.take_delta(), ring.stats(), packets, files))
     except PcapWriteError as exc:
         conn.send(("error", index, str(exc)))
+    except OSError as exc:  # -w: disk full, file system gone, ... (the writer's os.write)
+        target = output_path(cfg.write, index, cfg.workers) if cfg.write else cfg.interface
+        conn.send(("error", index, f"cannot write {target}: {exc.strerror or exc}"))
     finally:
         ring.close()
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()
+            except OSError:
+                pass  # already reported
 
 
 class LiveRun:
@@ -176,6 +182,7 @@ class LiveRun:
         self.worker_packets: dict[int, int] = {}
         self.worker_live: dict[int, int] = {}
         self.files: list[str] = []
+        self.errors: list[str] = []  # a worker's error during the run (the run stops; exit status 2)
         self.conns: dict[Connection, int] = {}
         self.procs: list[mp.process.BaseProcess] = []
         for i in range(cfg.workers):
@@ -240,9 +247,13 @@ class LiveRun:
                 try:
                     msg = conn.recv()
                 except EOFError:
-                    del open_conns[conn]
+                    self.errors.append(f"capture worker {open_conns.pop(conn)} exited unexpectedly")
+                    self.stop.set()
                     continue
-                self._handle(msg)
+                error = self._handle(msg)
+                if error:
+                    self.errors.append(error)
+                    self.stop.set()
                 if msg[0] in ("final", "error"):
                     del open_conns[conn]
             if time.monotonic() >= next_tick and not self.stop.is_set():
@@ -339,6 +350,8 @@ def run_live(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         live.shutdown()
+    if live.errors:
+        raise UserError(live.errors[0])
     snap = live.snap
     snap.extra["source"] = {"type": "live", "interface": name, "workers": cfg.workers, "files": live.files}
     snap.extra["filter"] = expression or None
