@@ -106,10 +106,15 @@ class FlowTable:
         last_idx = np.append(seg[1:], len(k)) - 1
         first_ts = t[seg]
         last_ts = t[last_idx]
-        # walk segments in time order so that expiry and eviction follow packet time
-        for s in np.argsort(first_ts, kind="stable").tolist():
+        # walk segments in order of their last packet, so that the live table stays in
+        # least-recently-seen order (idle expiry and eviction read it from the front)
+        for s in np.argsort(last_ts, kind="stable").tolist():
             i0 = int(seg[s])
-            if last_ts[s] - first_ts[s] > self.active_ns:
+            live = self.live.get(int(k[i0]))
+            reach = live.first_ns if live is not None and first_ts[s] - live.last_ns <= self.idle_ns \
+                else first_ts[s]
+            if last_ts[s] - reach > self.active_ns:
+                # the flow passes its active timeout inside this segment: cut it exactly there
                 self._per_packet(rows, order[i0 : int(last_idx[s]) + 1], keys, forward)
                 continue
             self._add(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from pktscope import __version__
 
@@ -70,9 +71,16 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
                             "(default: 1000000)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line (and exit status 2), as every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pktscope",
         description="Packet capture and protocol analysis: flows, top talkers, conversations, protocols.",
         epilog=EXIT_CODES_HELP,

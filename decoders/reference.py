@@ -63,6 +63,7 @@ class _Row:
         "frag_offset",
         "ip_id",
         "ip_version",
+        "jumbo",
         "l4_len",
         "more_frags",
         "proto",
@@ -96,6 +97,7 @@ class _Row:
         self.depth = DEPTH_NONE
         self.status = STATUS_OK
         self.tags = 0
+        self.jumbo = False  # an IPv6 jumbogram (RFC 2675)
         self.l4_len = 0  # transport bytes as the IP header reports them (not as captured)
 
     def short(self) -> None:
@@ -350,6 +352,7 @@ def _ipv6(r: _Row, buf: bytes) -> None:
                 r.bad()
                 return
             end = 40 + jumbo
+            r.jumbo = True
         elif nxt in _IPV6_EXT:
             r.bad()
             return
@@ -469,7 +472,7 @@ def _udp(r: _Row, buf: bytes) -> None:
     r.dport = udp.dport
     # RFC 768: the length counts the header, so under 8 is bogus (tshark's packet-udp.c then stops
     # before its conversation tap; a length past the payload is only flagged)
-    if udp.ulen < 8:
+    if udp.ulen < 8 and not (udp.ulen == 0 and r.jumbo):  # 0 in a jumbogram: RFC 2675 section 4
         r.bad()
         return
     r.depth = DEPTH_TRANSPORT

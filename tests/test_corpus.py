@@ -70,9 +70,6 @@ KNOWN_DIFFERENCES: dict[str, str] = {
     "tcpdump/of13_ericsson.pcapng":
         "OpenFlow 1.3 packet-in/packet-out messages carry whole Ethernet frames inside TCP: tshark counts their "
         "IPv4/UDP conversations too",
-    "tcpdump/quic_32_bit_pointer_overflow.pcap":
-        "IPv6 jumbogram (RFC 2675) carrying UDP with length 0: tshark accepts length 0 in a jumbogram and counts "
-        "the UDP conversation; pktscope's UDP decoder calls a length under 8 malformed",
 }
 
 
