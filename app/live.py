@@ -16,20 +16,30 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
+
+import numpy as np
 
 from pktscope.analyzers.analysis import Analysis
 from pktscope.analyzers.snapshot import Snapshot
 from pktscope.app.cli import EXIT_OK, UserError
-from pktscope.bpf.classic import FilterError, accept_all, compile_filter
+from pktscope.app.export import ExportTarget, FlowExporter, check_target, export_summary, open_exporter
+from pktscope.bpf.classic import (
+    DEFAULT_SNAPLEN,
+    FilterError,
+    accept_all,
+    compile_filter,
+    reads_vlan_tag,
+    uses_ancillary_loads,
+)
 from pktscope.capture import kernel
 from pktscope.capture.afpacket import FanoutGroup, LiveCaptureError, PacketRing, RingStats
 from pktscope.capture.batch import Batch
 from pktscope.capture.linktypes import LINKTYPE_ETHERNET, LINKTYPE_RAW, linktype_name
 from pktscope.capture.pcapwriter import PcapWriteError, PcapWriter
-from pktscope.decoders.reference import decode_batch
+from pktscope.decoders import decode_batch
 
 READY_TIMEOUT_S = 10.0
 DRAIN_S = 0.3  # after stop: frames already in the ring's blocks are still read, for this long at most
@@ -59,6 +69,12 @@ class LiveConfig:
     max_flows: int
     top: int
     interval: float
+    export: ExportTarget | None = None  # --export: each worker has its own exporter (own socket or file)
+    export_domain: int = 0
+    export_rotate_mb: float = 100.0
+    export_sockaddr: tuple[int, tuple[Any, ...]] | None = None  # resolved once, by the parent
+    # The expression when it tests VLAN tags: run per frame in the workers, not the kernel (`_place_filter`)
+    userspace_filter: str | None = None
 
 
 def output_path(pattern: str, index: int, workers: int) -> str:
@@ -100,6 +116,29 @@ def _head(batch: Batch, n: int) -> Batch:
                  batch.linktypes[:n])
 
 
+def _filtered(batch: Batch, keep: np.ndarray, snaplen: int) -> Batch:
+    """The frames of `batch` the userspace filter kept, cut to the snap length the user asked for."""
+    caplens = np.minimum(batch.caplens[keep], snaplen).astype(np.uint32, copy=False)
+    return Batch(batch.buf, batch.offsets[keep], caplens, batch.wirelens[keep], batch.ts_ns[keep],
+                 batch.linktypes[keep])
+
+
+def worker_exporter(cfg: LiveConfig, index: int) -> FlowExporter | None:
+    """Worker `index`'s exporter: observation domain ID+index, jsonl file named as -w's (`.wN`)."""
+    target = cfg.export
+    if target is None:
+        return None
+    if target.scheme == "jsonl":
+        target = ExportTarget("jsonl", path=output_path(target.path, index, cfg.workers))
+    return open_exporter(target, cfg.export_domain + index, cfg.export_rotate_mb, cfg.export_sockaddr)
+
+
+def _with_export(delta: Snapshot, exporter: FlowExporter | None) -> Snapshot:
+    if exporter is not None:
+        delta.extra["export"] = exporter.counts()  # the worker's totals so far, not a delta
+    return delta
+
+
 def worker_main(cfg: LiveConfig, index: int, conn: Connection, stop: Any, remaining: Any) -> None:
     """One capture worker: ring -> decode -> analysis; deltas to the parent every interval."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
@@ -108,11 +147,19 @@ def worker_main(cfg: LiveConfig, index: int, conn: Connection, stop: Any, remain
     if cfg.pin:
         cpus = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpus[index % len(cpus)]})
+    # A userspace filter must see whole frames, as the kernel's would; they are cut to -s after it.
+    ring_snaplen = max(cfg.snaplen, DEFAULT_SNAPLEN) if cfg.userspace_filter else cfg.snaplen
     try:
-        ring = PacketRing.open(cfg.interface, snaplen=cfg.snaplen, ring_mb=cfg.ring_mb,
+        ring = PacketRing.open(cfg.interface, snaplen=ring_snaplen, ring_mb=cfg.ring_mb,
                                fanout=FanoutGroup(cfg.group_id, cfg.fanout_mode, cfg.fanout_flags),
                                promisc=cfg.promisc, classic_bpf=list(cfg.program))
     except LiveCaptureError as exc:
+        conn.send(("error", index, str(exc)))
+        return
+    try:
+        exporter = worker_exporter(cfg, index)
+    except OSError as exc:
+        ring.close()
         conn.send(("error", index, str(exc)))
         return
     writer = None
@@ -121,8 +168,11 @@ def worker_main(cfg: LiveConfig, index: int, conn: Connection, stop: Any, remain
                             snaplen=cfg.snaplen, file_size_mb=cfg.file_size_mb,
                             rotate_seconds=cfg.rotate_seconds, file_count=cfg.file_count)
     analysis = Analysis(idle_timeout=cfg.idle_timeout, active_timeout=cfg.active_timeout,
-                        max_flows=cfg.max_flows, top=cfg.top)
+                        max_flows=cfg.max_flows, top=cfg.top, on_flow_end=exporter)
     packets = 0
+    match = compile_filter(cfg.userspace_filter, ring.linktype, cfg.snaplen).match_batch \
+        if cfg.userspace_filter else None
+    rejected = 0
     conn.send(("ready", index, ring.linktype))
     next_send = time.monotonic() + cfg.interval
     drain_until = None
@@ -132,6 +182,12 @@ def worker_main(cfg: LiveConfig, index: int, conn: Connection, stop: Any, remain
                 drain_until = time.monotonic() + DRAIN_S
             batches = ring.read(timeout=0.05)
             for batch in batches:
+                if match is not None:
+                    keep = match(batch)
+                    rejected += len(batch) - int(keep.sum())
+                    batch = _filtered(batch, keep, cfg.snaplen)
+                    if not len(batch):
+                        continue
                 if remaining is not None:
                     take = _reserve(remaining, len(batch))
                     if take < len(batch):
@@ -143,18 +199,27 @@ def worker_main(cfg: LiveConfig, index: int, conn: Connection, stop: Any, remain
                     writer.write(batch)
                 analysis.feed(decode_batch(batch))
                 packets += len(batch)
+            if exporter is not None:
+                exporter.tick()
             now = time.monotonic()
             if drain_until is not None and (not batches or now >= drain_until):
                 break
             if now >= next_send:
-                conn.send(("delta", index, analysis.take_delta(), ring.stats(), packets))
+                if match is not None:
+                    conn.send(("userspace_filter", index, rejected))
+                conn.send(("delta", index, _with_export(analysis.take_delta(), exporter), ring.stats(), packets))
                 next_send = now + cfg.interval
         analysis.finish()
+        if exporter is not None:
+            exporter.close()
         files = []
         if writer is not None:
             writer.close()
             files = writer.files
-        conn.send(("final", index, analysis.take_delta(), ring.stats(), packets, files))
+        if match is not None:
+            conn.send(("userspace_filter", index, rejected))
+        conn.send(("final", index, _with_export(analysis.take_delta(), exporter), ring.stats(), packets,
+                   files))
     except PcapWriteError as exc:
         conn.send(("error", index, str(exc)))
     except OSError as exc:  # -w: disk full, file system gone, ... (the writer's os.write)
@@ -181,7 +246,9 @@ class LiveRun:
         self.kernel: dict[int, RingStats] = {}
         self.worker_packets: dict[int, int] = {}
         self.worker_live: dict[int, int] = {}
+        self.userspace_rejected: dict[int, int] = {}  # frames each worker's userspace filter dropped
         self.files: list[str] = []
+        self.export: dict[int, dict[str, int]] = {}  # worker -> its exporter's counts
         self.errors: list[str] = []  # a worker's error during the run (the run stops; exit status 2)
         self.conns: dict[Connection, int] = {}
         self.procs: list[mp.process.BaseProcess] = []
@@ -201,8 +268,12 @@ class LiveRun:
             return str(msg[2])
         if kind == "ready":
             self.linktype = msg[2]
+        if kind == "userspace_filter":
+            self.userspace_rejected[index] = msg[2]
         if kind in ("delta", "final"):
             delta, stats, packets = msg[2], msg[3], msg[4]
+            if "export" in delta.extra:
+                self.export[index] = delta.extra.pop("export")  # type: ignore[assignment]
             self.snap.absorb(delta)
             self.worker_live[index] = delta.flows_live
             self.snap.flows_live = sum(self.worker_live.values())
@@ -269,6 +340,12 @@ class LiveRun:
                 proc.kill()
                 proc.join()
 
+    def export_json(self) -> dict[str, Any]:
+        """`export`: records exported and dropped, summed over the workers (with --export only)."""
+        if self.cfg.export is None:
+            return {}
+        return {"export": {k: sum(c[k] for c in self.export.values()) for k in ("records", "dropped")}}
+
     def kernel_totals(self) -> RingStats:
         total = RingStats()
         for stats in self.kernel.values():
@@ -283,10 +360,38 @@ class LiveRun:
                          "kernel_packets": self.kernel[i].packets if i in self.kernel else 0,
                          "kernel_drops": self.kernel[i].drops if i in self.kernel else 0}
                         for i in range(len(self.procs))],
+            **self.export_json(),
+            **self.filter_json(),
         }
 
+    def filter_json(self) -> dict[str, Any]:
+        """Where the filter ran; in userspace, the kernel counters include the frames it then rejected."""
+        if not self.cfg.userspace_filter:
+            return {"filter_in": "kernel"}
+        return {"filter_in": "userspace", "userspace_rejected": sum(self.userspace_rejected.values())}
 
-def _config(args: argparse.Namespace, program: tuple) -> LiveConfig:
+
+def _place_filter(expression: str, linktype: int, snaplen: int) -> tuple[tuple, str | None]:
+    """The program for the kernel, and the expression to run in the workers instead (or None).
+
+    libpcap compiles offline, so a VLAN test reads the tag from the frame bytes; the kernel moved the
+    outer tag into skb metadata before any socket filter runs, so in the kernel that test never matches.
+    The ring puts the tag back into the bytes (as libpcap does), so the same program run there on each
+    frame passes what tcpdump's live filter passes (libpcap uses SKF_AD_VLAN_TAG* loads there) and what
+    `tcpdump -r` passes on the file we write. The kernel then keeps every frame.
+    """
+    if not expression:
+        return tuple(accept_all(snaplen)), None
+    compiled = compile_filter(expression, linktype, snaplen)
+    if not reads_vlan_tag(compiled.instructions, linktype):
+        return compiled.instructions, None
+    if uses_ancillary_loads(compiled.instructions):
+        raise FilterError(f"filter expression {expression!r}: inbound/outbound cannot be combined with "
+                          "VLAN tests in a live capture")
+    return tuple(accept_all(max(snaplen, DEFAULT_SNAPLEN))), expression
+
+
+def _config(args: argparse.Namespace, program: tuple, userspace_filter: str | None = None) -> LiveConfig:
     workers = len(os.sched_getaffinity(0)) if args.workers == "auto" else int(args.workers)
     return LiveConfig(
         interface=args.interface, program=program, snaplen=args.snaplen, ring_mb=args.ring_mb,
@@ -295,7 +400,7 @@ def _config(args: argparse.Namespace, program: tuple) -> LiveConfig:
         group_id=os.getpid() & 0xFFFF, promisc=args.promisc, write=args.write,
         file_size_mb=args.file_size, rotate_seconds=args.rotate_seconds, file_count=args.file_count,
         idle_timeout=args.idle_timeout, active_timeout=args.active_timeout, max_flows=args.max_flows,
-        top=args.top, interval=args.interval,
+        top=args.top, interval=args.interval, userspace_filter=userspace_filter,
     )
 
 
@@ -311,15 +416,22 @@ def run_live(args: argparse.Namespace) -> int:
     expression = " ".join(args.expression).strip()
     linktype = interface_linktype(name)
     try:
-        program = compile_filter(expression, linktype, args.snaplen).instructions if expression \
-            else tuple(accept_all(args.snaplen))
+        program, userspace_filter = _place_filter(expression, linktype, args.snaplen)
     except FilterError as exc:
         raise UserError(str(exc)) from None
     if args.write:
         directory = os.path.dirname(os.path.abspath(args.write))
         if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
             raise UserError(f"cannot write {args.write}: {directory} is not a writable directory")
-    cfg = _config(args, program)
+    cfg = _config(args, program, userspace_filter)
+
+    if args.export is not None:
+        try:
+            sockaddr = check_target(args.export)
+        except OSError as exc:
+            raise UserError(str(exc)) from None
+        cfg = replace(cfg, export=args.export, export_domain=args.export_domain,
+                      export_rotate_mb=args.export_rotate_mb, export_sockaddr=sockaddr)
 
     live = LiveRun(cfg, args.count)
     stopping = {"signal": None}
@@ -368,6 +480,11 @@ def run_live(args: argparse.Namespace) -> int:
             ("packets per worker", ", ".join(f"{live.worker_packets.get(i, 0):,}" for i in range(cfg.workers)))]
     if expression:
         rows.append(("filter", expression))
+    if cfg.userspace_filter:
+        rejected = sum(live.userspace_rejected.values())
+        rows.append(("filter ran in", f"userspace (VLAN tests), {rejected:,} frames rejected there"))
+    if cfg.export is not None:
+        rows.append(("export", export_summary(cfg.export, live.export_json()["export"])))
     if live.files:
         rows.append(("written", ", ".join(live.files)))
     snap.extra = {**snap.extra, "report_rows": rows}
