@@ -16,7 +16,7 @@ from pktscope.app.cli import EXIT_INTERRUPTED, EXIT_OK, UserError
 from pktscope.bpf.classic import CompiledFilter, FilterError, compile_filter
 from pktscope.capture.batch import Batch
 from pktscope.capture.files import CaptureError, CaptureReader, open_capture
-from pktscope.decoders.reference import decode_batch
+from pktscope.decoders import decode_batch
 
 PROGRESS_AFTER_S = 1.0
 

@@ -1,0 +1,291 @@
+"""The fast decoder: the common frames of a Batch decoded a column at a time with numpy.
+
+Header bytes are gathered in three windows per frame (link, network, transport), each a row of a
+2-D uint8 array taken at per-frame offsets, and fields are read from fixed columns of those rows.
+Only frames this path is sure about are decoded here: the link types, EtherTypes and IP protocols
+below, every header whole inside the captured bytes and sane. Any other frame (cut or bogus header,
+LLC, MPLS, PPPoE, three VLAN tags, IPv6 extension headers, AH, IPv4 header errors) goes through
+`reference.decode_batch` and is merged back in place, so both paths give the same Columns row for
+row (tests/test_fast_decoder.py proves it on the corpus, the samples and every snaplen cut).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pktscope.capture import linktypes as lt
+from pktscope.capture.batch import Batch
+from pktscope.decoders import protocols as p
+from pktscope.decoders import reference
+from pktscope.decoders.columns import (
+    COLUMNS_DTYPE,
+    DEPTH_LINK,
+    DEPTH_NETWORK,
+    DEPTH_TRANSPORT,
+    ENCAP_QINQ,
+    ENCAP_VLAN,
+    FRAG_FIRST,
+    FRAG_LATER,
+    FRAG_NONE,
+    STATUS_UNSUPPORTED,
+)
+
+LINK_WINDOW = 24  # Ethernet with two VLAN tags (22 bytes), SLL2 (20), SLL (16), NULL/LOOP (4)
+NETWORK_WINDOW = 40  # the IPv6 header; IPv4's fixed 20 bytes and ARP's 28 fit too
+TRANSPORT_WINDOW = 14  # TCP up to its flags byte; UDP (8), SCTP common header (12), ICMP (4)
+
+# header lengths read by the reference decoder's dpkt classes (dpkt 1.9: __hdr__ sizes)
+_ETH_LEN = 14
+_VLAN_LEN = 4
+_SLL_LEN = 16
+_SLL2_LEN = 20
+_AF_LEN = 4
+_ARP_LEN = 28
+_IPV4_MIN = 20
+_IPV6_LEN = 40
+_TCP_MIN = 20
+_UDP_LEN = 8
+_SCTP_LEN = 12
+_ICMP_LEN = 4
+
+_RAW_LINKS = (lt.LINKTYPE_RAW, *lt.LINKTYPE_RAW_ALIASES)
+_KNOWN_LINKS = np.array(sorted(reference.LINK_DECODERS), dtype=np.uint16)
+_VLAN_TYPES = np.array(p.VLAN_ETHERTYPES, dtype=np.int32)
+# EtherTypes whose frames always take the reference path (a label stack or PPP header to walk)
+_SLOW_ETHERTYPES = np.array([*p.VLAN_ETHERTYPES, p.ETH_P_MPLS_UC, p.ETH_P_MPLS_MC, p.ETH_P_PPPOE_SESS],
+                            dtype=np.int32)
+_IPV6_EXT = np.array(sorted(reference._IPV6_EXT), dtype=np.int32)
+_V4_MAPPED = np.frombuffer(b"\x00" * 10 + b"\xff\xff", dtype=np.uint8)
+
+
+@dataclass
+class DecodeStats:
+    """Frames decoded so far, and how many of them went through the reference decoder."""
+
+    frames: int = 0
+    reference: int = 0
+
+
+stats = DecodeStats()
+
+
+def _windows(raw: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """`width` bytes of raw from each start, one row per start (past the end of raw: zeros).
+
+    Bytes past a frame's captured length belong to the next record: callers check lengths.
+    """
+    n = raw.shape[0]
+    starts = np.minimum(starts, n)
+    out = np.empty((starts.shape[0], width), dtype=np.uint8)
+    inside = starts <= n - width
+    if n >= width:
+        out[inside] = np.lib.stride_tricks.sliding_window_view(raw, width)[starts[inside]]
+    tail = ~inside
+    if tail.any():
+        lo = int(starts[tail].min())
+        padded = np.concatenate([raw[lo:], np.zeros(width, dtype=np.uint8)])
+        out[tail] = np.lib.stride_tricks.sliding_window_view(padded, width)[starts[tail] - lo]
+    return out
+
+
+def _u16(rows: np.ndarray, col: int) -> np.ndarray:
+    return (rows[:, col].astype(np.int32) << 8) | rows[:, col + 1]
+
+
+def _u32le(rows: np.ndarray, col: int) -> np.ndarray:
+    return rows[:, col : col + 4].copy().view("<u4")[:, 0].astype(np.int64)
+
+
+def _u32be(rows: np.ndarray, col: int) -> np.ndarray:
+    return rows[:, col : col + 4].copy().view(">u4")[:, 0].astype(np.int64)
+
+
+def _family_ethertype(family: np.ndarray) -> np.ndarray:
+    """BSD address family -> EtherType (reference._AF_TO_ETHERTYPE), 0 when unknown."""
+    et = np.zeros(family.shape, dtype=np.int32)
+    for af, etype in reference._AF_TO_ETHERTYPE.items():
+        et[family == af] = etype
+    return et
+
+
+def decode_batch_fast(batch: Batch) -> np.ndarray:
+    """Decode every frame of a Batch into Columns: numpy for the common frames, dpkt for the rest."""
+    n = len(batch)
+    cols = np.zeros(n, dtype=COLUMNS_DTYPE)
+    cols["ts_ns"] = batch.ts_ns
+    cols["wire_len"] = batch.wirelens
+    cols["cap_len"] = batch.caplens
+    cols["linktype"] = batch.linktypes
+    stats.frames += n
+    if n == 0:
+        return cols
+    raw = np.frombuffer(batch.buf, dtype=np.uint8)
+    off = batch.offsets.astype(np.int64)
+    cap = batch.caplens.astype(np.int64)
+    link = batch.linktypes
+
+    slow = np.zeros(n, dtype=bool)
+    unsupported = ~np.isin(link, _KNOWN_LINKS)
+    cols["status"][unsupported] = STATUS_UNSUPPORTED
+
+    # --- link layer: where the network header starts and what it is ---------------------------
+    lk = _windows(raw, off, LINK_WINDOW)
+    l3 = np.zeros(n, dtype=np.int64)
+    etype = np.zeros(n, dtype=np.int32)
+    vlan = np.zeros(n, dtype=np.int32)
+    encap = np.zeros(n, dtype=np.uint8)
+
+    eth = link == lt.LINKTYPE_ETHERNET
+    if eth.any():
+        slow |= eth & (cap < _ETH_LEN)
+        t0 = _u16(lk, 12)
+        tag1 = eth & np.isin(t0, _VLAN_TYPES)
+        t1 = _u16(lk, 16)
+        tag2 = tag1 & np.isin(t1, _VLAN_TYPES)
+        t2 = _u16(lk, 20)
+        slow |= (tag1 & (cap < _ETH_LEN + _VLAN_LEN)) | (tag2 & (cap < _ETH_LEN + 2 * _VLAN_LEN))
+        slow |= eth & ~tag1 & (t0 <= 1500)  # 802.3 length field: LLC/SNAP
+        et = np.where(tag2, t2, np.where(tag1, t1, t0))
+        etype[eth] = et[eth]
+        l3[eth] = _ETH_LEN
+        l3[tag1] += _VLAN_LEN
+        l3[tag2] += _VLAN_LEN
+        vlan[tag1] = _u16(lk, 14)[tag1] & 0x0FFF
+        encap[tag1] = ENCAP_VLAN
+        encap[tag2] |= ENCAP_QINQ
+    for code, hlen, col in ((lt.LINKTYPE_LINUX_SLL, _SLL_LEN, 14), (lt.LINKTYPE_LINUX_SLL2, _SLL2_LEN, 0)):
+        sll = link == code
+        if sll.any():
+            slow |= sll & (cap < hlen)
+            et = _u16(lk, col)
+            etype[sll] = np.where(et > 1500, et, 0)[sll]
+            l3[sll] = hlen
+    raw_ip = np.isin(link, _RAW_LINKS)
+    if raw_ip.any():
+        version = lk[:, 0] >> 4
+        slow |= raw_ip & ((cap == 0) | ((version != 4) & (version != 6)))
+        etype[raw_ip] = np.where(version == 6, p.ETH_P_IPV6, p.ETH_P_IPV4)[raw_ip]
+    etype[link == lt.LINKTYPE_IPV4] = p.ETH_P_IPV4
+    etype[link == lt.LINKTYPE_IPV6] = p.ETH_P_IPV6
+    for code in (lt.LINKTYPE_NULL, lt.LINKTYPE_LOOP):
+        bsd = link == code
+        if bsd.any():
+            slow |= bsd & (cap < _AF_LEN)
+            family = _u32be(lk, 0)
+            if code == lt.LINKTYPE_NULL:  # host byte order of the capturing machine
+                le = _u32le(lk, 0)
+                family = np.where(le & 0xFFFF0000, family, le)
+            etype[bsd] = _family_ethertype(family)[bsd]
+            l3[bsd] = _AF_LEN
+    slow |= np.isin(etype, _SLOW_ETHERTYPES)
+    slow &= ~unsupported
+    live = ~slow & ~unsupported
+    depth = np.where(live, DEPTH_LINK, 0).astype(np.uint8)
+    cols["ethertype"] = etype
+    cols["vlan"] = vlan
+    cols["encap"] = encap
+
+    # --- network layer ---------------------------------------------------------------------------
+    is4 = live & (etype == p.ETH_P_IPV4)
+    is6 = live & (etype == p.ETH_P_IPV6)
+    isarp = live & (etype == p.ETH_P_ARP)
+    net = np.flatnonzero(is4 | is6 | isarp)
+    avail = cap[net] - l3[net]  # bytes captured from the network header on
+    nw = _windows(raw, off[net] + l3[net], NETWORK_WINDOW)
+    v4 = is4[net]
+    v6 = is6[net]
+    arp = isarp[net]
+    bad = np.zeros(net.shape[0], dtype=bool)
+    ok_net = np.zeros(net.shape[0], dtype=bool)
+
+    version = nw[:, 0] >> 4
+    ihl = (nw[:, 0] & 0x0F).astype(np.int64) * 4
+    total = _u16(nw, 2).astype(np.int64)
+    bad |= v4 & ((avail < _IPV4_MIN) | (version != 4) | (ihl < _IPV4_MIN) | (avail < ihl))
+    bad |= v4 & (total != 0) & (total < ihl)
+    plen6 = _u16(nw, 4).astype(np.int64)
+    next6 = nw[:, 6].astype(np.int32)
+    bad |= v6 & ((avail < _IPV6_LEN) | (version != 6) | np.isin(next6, _IPV6_EXT))
+    bad |= arp & ((avail < _ARP_LEN) | (avail < 8 + 2 * (nw[:, 4].astype(np.int64) + nw[:, 5])))
+    ok_net = ~bad
+    ok4 = v4 & ok_net
+    ok6 = v6 & ok_net
+
+    hdr = np.where(v4, ihl, _IPV6_LEN)
+    end = np.where(v4, np.where(total != 0, total, avail), np.where(plen6 != 0, _IPV6_LEN + plen6, avail))
+    l4_len = end - hdr
+    payload = np.maximum(np.minimum(avail, end) - hdr, 0)  # transport bytes captured, up to the IP length
+    proto = np.where(v4, nw[:, 9], next6).astype(np.uint8)
+    proto[arp] = 0
+
+    ff = _u16(nw, 6)
+    mf = np.where(v4, (ff >> 13) & 1, 0)
+    fo = np.where(v4, ff & 0x1FFF, 0).astype(np.int64) * 8
+    fragmented = ok4 & ((mf != 0) | (fo != 0))
+    later = fragmented & (fo != 0)
+    first = fragmented & ~later & (payload >= l4_len)
+
+    src = np.zeros((net.shape[0], 16), dtype=np.uint8)
+    dst = np.zeros((net.shape[0], 16), dtype=np.uint8)
+    i4 = np.flatnonzero(ok4)
+    src[i4, :12] = _V4_MAPPED
+    dst[i4, :12] = _V4_MAPPED
+    src[i4, 12:] = nw[i4, 12:16]
+    dst[i4, 12:] = nw[i4, 16:20]
+    i6 = np.flatnonzero(ok6)
+    src[i6] = nw[i6, 8:24]
+    dst[i6] = nw[i6, 24:40]
+
+    # --- transport layer -------------------------------------------------------------------------
+    ip_ok = ok4 | ok6
+    tr = ip_ok & ~later
+    tw = _windows(raw, off[net] + l3[net] + hdr, TRANSPORT_WINDOW)
+    is_tcp = tr & (proto == p.IPPROTO_TCP)
+    is_udp = tr & (proto == p.IPPROTO_UDP)
+    is_sctp = tr & (proto == p.IPPROTO_SCTP)
+    is_icmp = tr & ((proto == p.IPPROTO_ICMP) | (proto == p.IPPROTO_ICMPV6))
+    data_off = (tw[:, 12] >> 4).astype(np.int64) * 4
+    bad |= is_tcp & ((payload < _TCP_MIN) | (data_off < _TCP_MIN) | (payload < data_off))
+    bad |= is_udp & ((payload < _UDP_LEN) | (_u16(tw, 4) < _UDP_LEN))
+    bad |= is_sctp & (payload < _SCTP_LEN)
+    bad |= is_icmp & (payload < _ICMP_LEN)
+    bad |= tr & (proto == p.IPPROTO_AH)
+    ported = (is_tcp | is_udp | is_sctp) & ~bad
+    transport = (ported | is_icmp) & ~bad
+
+    net_depth = np.where(transport, DEPTH_TRANSPORT, np.where(ip_ok | arp, DEPTH_NETWORK, DEPTH_LINK))
+    depth[net] = net_depth
+    slow[net] = bad
+
+    for name, values in (
+        ("ip_version", np.where(ok4, 4, np.where(ok6, 6, 0))),
+        ("proto", np.where(ip_ok, proto, 0)),
+        ("tcp_flags", np.where(is_tcp & ~bad, tw[:, 13], 0)),
+        ("sport", np.where(ported, _u16(tw, 0), 0)),
+        ("dport", np.where(ported, _u16(tw, 2), 0)),
+        ("frag", np.where(later, FRAG_LATER, np.where(first, FRAG_FIRST, FRAG_NONE))),
+        ("more_frags", np.where(fragmented, mf, 0)),
+        ("frag_offset", np.where(fragmented, fo, 0)),
+        ("frag_len", np.where(fragmented, l4_len, 0)),
+        ("ip_id", np.where(fragmented, _u16(nw, 4), 0)),
+    ):
+        column = np.zeros(n, dtype=COLUMNS_DTYPE.fields[name][0])
+        column[net] = values
+        cols[name] = column
+    addr = np.zeros((n, 16), dtype=np.uint8)
+    addr[net] = src
+    cols["src"] = addr
+    addr[net] = dst
+    cols["dst"] = addr
+    cols["depth"] = depth
+
+    # --- everything else: the reference decoder, merged back in place ----------------------------
+    redo = np.flatnonzero(slow)
+    if redo.shape[0]:
+        stats.reference += redo.shape[0]
+        sub = Batch(batch.buf, batch.offsets[redo], batch.caplens[redo], batch.wirelens[redo],
+                    batch.ts_ns[redo], link[redo])
+        cols[redo] = reference.decode_batch(sub)
+    return cols
