@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pktscope import __version__
+
+if TYPE_CHECKING:
+    from pktscope.app.export import ExportTarget
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -50,6 +53,38 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0: {text}")
     return value
+
+
+def _export_target(text: str) -> ExportTarget:
+    from pktscope.app.export import parse_target
+
+    try:
+        return parse_target(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _domain_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value < 1 << 32:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 4294967295: {text}")
+    return value
+
+
+def _add_export_options(parser: argparse.ArgumentParser) -> None:
+    ex = parser.add_argument_group("flow export (see the README's Export section)")
+    ex.add_argument("--export", type=_export_target, metavar="URL",
+                    help="send each ended flow as IPFIX records to a collector: ipfix://HOST:PORT (UDP), "
+                         "ipfix+tcp://HOST:PORT (TCP; port 4739 by default), or write them as JSON lines: "
+                         "jsonl:PATH")
+    ex.add_argument("--export-domain", type=_domain_id, default=0, metavar="ID",
+                    help="IPFIX observation domain id (default: 0; live worker N uses ID+N)")
+    ex.add_argument("--export-rotate-mb", type=_positive_float, default=100.0, metavar="MB",
+                    help="jsonl: start a new file (PATH.1, PATH.2, ...) when the current one would exceed "
+                         "MB million bytes (default: 100)")
 
 
 def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="tcpdump filter expression (pcap-filter(7)), compiled by libpcap; only matching "
                            "frames are analysed. Quote it or give it as several words, as with tcpdump")
     _add_analysis_options(read)
+    _add_export_options(read)
     read.add_argument("--no-progress", action="store_true",
                       help="no progress bar (it is shown on a terminal for files that take over a second)")
 
@@ -151,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS",
                       help="how often workers report and --json prints a line (default: 1)")
     _add_analysis_options(live)
+    _add_export_options(live)
     return parser
 
 

@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 from pktscope.analyzers.analysis import Analysis
 from pktscope.analyzers.snapshot import Snapshot
 from pktscope.app.cli import EXIT_OK, UserError
+from pktscope.app.export import ExportTarget, FlowExporter, check_target, export_summary, open_exporter
 from pktscope.bpf.classic import (
     DEFAULT_SNAPLEN,
     FilterError,
@@ -68,6 +69,10 @@ class LiveConfig:
     max_flows: int
     top: int
     interval: float
+    export: ExportTarget | None = None  # --export: each worker has its own exporter (own socket or file)
+    export_domain: int = 0
+    export_rotate_mb: float = 100.0
+    export_sockaddr: tuple[int, tuple[Any, ...]] | None = None  # resolved once, by the parent
     # The expression when it tests VLAN tags: run per frame in the workers, not the kernel (`_place_filter`)
     userspace_filter: str | None = None
 
@@ -118,6 +123,22 @@ def _filtered(batch: Batch, keep: np.ndarray, snaplen: int) -> Batch:
                  batch.linktypes[keep])
 
 
+def worker_exporter(cfg: LiveConfig, index: int) -> FlowExporter | None:
+    """Worker `index`'s exporter: observation domain ID+index, jsonl file named as -w's (`.wN`)."""
+    target = cfg.export
+    if target is None:
+        return None
+    if target.scheme == "jsonl":
+        target = ExportTarget("jsonl", path=output_path(target.path, index, cfg.workers))
+    return open_exporter(target, cfg.export_domain + index, cfg.export_rotate_mb, cfg.export_sockaddr)
+
+
+def _with_export(delta: Snapshot, exporter: FlowExporter | None) -> Snapshot:
+    if exporter is not None:
+        delta.extra["export"] = exporter.counts()  # the worker's totals so far, not a delta
+    return delta
+
+
 def worker_main(cfg: LiveConfig, index: int, conn: Connection, stop: Any, remaining: Any) -> None:
     """One capture worker: ring -> decode -> analysis; deltas to the parent every interval."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
@@ -135,13 +156,19 @@ def worker_main(cfg: LiveConfig, index: int, conn: Connection, stop: Any, remain
     except LiveCaptureError as exc:
         conn.send(("error", index, str(exc)))
         return
+    try:
+        exporter = worker_exporter(cfg, index)
+    except OSError as exc:
+        ring.close()
+        conn.send(("error", index, str(exc)))
+        return
     writer = None
     if cfg.write:
         writer = PcapWriter(output_path(cfg.write, index, cfg.workers), linktype=ring.linktype,
                             snaplen=cfg.snaplen, file_size_mb=cfg.file_size_mb,
                             rotate_seconds=cfg.rotate_seconds, file_count=cfg.file_count)
     analysis = Analysis(idle_timeout=cfg.idle_timeout, active_timeout=cfg.active_timeout,
-                        max_flows=cfg.max_flows, top=cfg.top)
+                        max_flows=cfg.max_flows, top=cfg.top, on_flow_end=exporter)
     packets = 0
     match = compile_filter(cfg.userspace_filter, ring.linktype, cfg.snaplen).match_batch \
         if cfg.userspace_filter else None
@@ -172,22 +199,27 @@ def worker_main(cfg: LiveConfig, index: int, conn: Connection, stop: Any, remain
                     writer.write(batch)
                 analysis.feed(decode_batch(batch))
                 packets += len(batch)
+            if exporter is not None:
+                exporter.tick()
             now = time.monotonic()
             if drain_until is not None and (not batches or now >= drain_until):
                 break
             if now >= next_send:
                 if match is not None:
                     conn.send(("userspace_filter", index, rejected))
-                conn.send(("delta", index, analysis.take_delta(), ring.stats(), packets))
+                conn.send(("delta", index, _with_export(analysis.take_delta(), exporter), ring.stats(), packets))
                 next_send = now + cfg.interval
         analysis.finish()
+        if exporter is not None:
+            exporter.close()
         files = []
         if writer is not None:
             writer.close()
             files = writer.files
         if match is not None:
             conn.send(("userspace_filter", index, rejected))
-        conn.send(("final", index, analysis.take_delta(), ring.stats(), packets, files))
+        conn.send(("final", index, _with_export(analysis.take_delta(), exporter), ring.stats(), packets,
+                   files))
     except PcapWriteError as exc:
         conn.send(("error", index, str(exc)))
     except OSError as exc:  # -w: disk full, file system gone, ... (the writer's os.write)
@@ -216,6 +248,7 @@ class LiveRun:
         self.worker_live: dict[int, int] = {}
         self.userspace_rejected: dict[int, int] = {}  # frames each worker's userspace filter dropped
         self.files: list[str] = []
+        self.export: dict[int, dict[str, int]] = {}  # worker -> its exporter's counts
         self.errors: list[str] = []  # a worker's error during the run (the run stops; exit status 2)
         self.conns: dict[Connection, int] = {}
         self.procs: list[mp.process.BaseProcess] = []
@@ -239,6 +272,8 @@ class LiveRun:
             self.userspace_rejected[index] = msg[2]
         if kind in ("delta", "final"):
             delta, stats, packets = msg[2], msg[3], msg[4]
+            if "export" in delta.extra:
+                self.export[index] = delta.extra.pop("export")  # type: ignore[assignment]
             self.snap.absorb(delta)
             self.worker_live[index] = delta.flows_live
             self.snap.flows_live = sum(self.worker_live.values())
@@ -305,6 +340,12 @@ class LiveRun:
                 proc.kill()
                 proc.join()
 
+    def export_json(self) -> dict[str, Any]:
+        """`export`: records exported and dropped, summed over the workers (with --export only)."""
+        if self.cfg.export is None:
+            return {}
+        return {"export": {k: sum(c[k] for c in self.export.values()) for k in ("records", "dropped")}}
+
     def kernel_totals(self) -> RingStats:
         total = RingStats()
         for stats in self.kernel.values():
@@ -319,6 +360,7 @@ class LiveRun:
                          "kernel_packets": self.kernel[i].packets if i in self.kernel else 0,
                          "kernel_drops": self.kernel[i].drops if i in self.kernel else 0}
                         for i in range(len(self.procs))],
+            **self.export_json(),
             **self.filter_json(),
         }
 
@@ -383,6 +425,14 @@ def run_live(args: argparse.Namespace) -> int:
             raise UserError(f"cannot write {args.write}: {directory} is not a writable directory")
     cfg = _config(args, program, userspace_filter)
 
+    if args.export is not None:
+        try:
+            sockaddr = check_target(args.export)
+        except OSError as exc:
+            raise UserError(str(exc)) from None
+        cfg = replace(cfg, export=args.export, export_domain=args.export_domain,
+                      export_rotate_mb=args.export_rotate_mb, export_sockaddr=sockaddr)
+
     live = LiveRun(cfg, args.count)
     stopping = {"signal": None}
 
@@ -433,6 +483,8 @@ def run_live(args: argparse.Namespace) -> int:
     if cfg.userspace_filter:
         rejected = sum(live.userspace_rejected.values())
         rows.append(("filter ran in", f"userspace (VLAN tests), {rejected:,} frames rejected there"))
+    if cfg.export is not None:
+        rows.append(("export", export_summary(cfg.export, live.export_json()["export"])))
     if live.files:
         rows.append(("written", ", ".join(live.files)))
     snap.extra = {**snap.extra, "report_rows": rows}

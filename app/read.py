@@ -11,8 +11,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from pktscope.analyzers.analysis import Analysis
+from pktscope.analyzers.flows import Flow
 from pktscope.analyzers.snapshot import Snapshot
 from pktscope.app.cli import EXIT_INTERRUPTED, EXIT_OK, UserError
+from pktscope.app.export import FlowExporter, export_summary, open_exporter
 from pktscope.bpf.classic import CompiledFilter, FilterError, compile_filter
 from pktscope.capture.batch import Batch
 from pktscope.capture.files import CaptureError, CaptureReader, open_capture
@@ -140,13 +142,16 @@ def run_read(args: argparse.Namespace) -> int:
                 frame_filter = FrameFilter(expression)
             except FilterError as exc:
                 raise UserError(str(exc)) from None
-        csv_writer = None
+        on_flow_end: list[Callable[[Flow], None]] = []
         if args.csv:
             from pktscope.app.report import FlowCsvWriter
 
-            csv_writer = FlowCsvWriter(sys.stdout)
+            on_flow_end.append(FlowCsvWriter(sys.stdout))
+        exporter = _exporter(args)
+        if exporter is not None:
+            on_flow_end.append(exporter)
         analysis = Analysis(idle_timeout=args.idle_timeout, active_timeout=args.active_timeout,
-                            max_flows=args.max_flows, top=args.top, on_flow_end=csv_writer)
+                            max_flows=args.max_flows, top=args.top, on_flow_end=_each(on_flow_end))
         show_progress = not (args.json or args.csv or args.no_progress) and sys.stderr.isatty()
         progress = _Progress(reader.size, show_progress)
         interrupted = False
@@ -159,12 +164,37 @@ def run_read(args: argparse.Namespace) -> int:
             progress.close()
         snap = analysis.finish()
         _describe_source(snap, reader, expression, frames)
+        if exporter is not None:
+            exporter.close()
+            snap.extra["export"] = exporter.counts()
     if reader.warning:
         print(f"pktscope: warning: {args.file}: {reader.warning}", file=sys.stderr)
     if interrupted:
         print("pktscope: interrupted: the report covers the frames read so far", file=sys.stderr)
     _present(snap, args)
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
+def _exporter(args: argparse.Namespace) -> FlowExporter | None:
+    """The --export exporter, or None; a collector that cannot be resolved or a file not opened: UserError."""
+    if args.export is None:
+        return None
+    try:
+        return open_exporter(args.export, args.export_domain, args.export_rotate_mb)
+    except OSError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _each(callbacks: list[Callable[[Flow], None]]) -> Callable[[Flow], None] | None:
+    """One on_flow_end callback calling each of `callbacks` (None for none)."""
+    if len(callbacks) <= 1:
+        return callbacks[0] if callbacks else None
+
+    def call(flow: Flow) -> None:
+        for callback in callbacks:
+            callback(flow)
+
+    return call
 
 
 def _describe_source(snap: Snapshot, reader: CaptureReader, expression: str, frames: int | None) -> None:
@@ -197,6 +227,8 @@ def _present(snap: Snapshot, args: argparse.Namespace) -> None:
         rows.append(("filter", f"{extra['filter']} ({source['frames_read']:,} frames read)"))  # type: ignore[index]
     if source["truncated"]:  # type: ignore[index]
         rows.append(("warning", str(source["warning"])))  # type: ignore[index]
+    if "export" in extra:
+        rows.append(("export", export_summary(args.export, extra["export"])))  # type: ignore[arg-type]
     snap.extra = {**extra, "report_rows": rows}
     report.render(snap, Console(), args.top, args.sort, "Capture summary")
 

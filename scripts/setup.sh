@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything pktscope needs on a fresh Debian 12 machine (Python 3.11): the Debian tools the
-# tests use as oracles (tcpdump, tshark) and as test rigs (iproute2), and a virtual environment in
-# .venv with pktscope installed. Safe to run again. Usage: bash scripts/setup.sh [--test]
+# tests use as oracles (tcpdump, tshark), as test rigs (iproute2) and as a flow collector (nfdump's
+# nfcapd), and a virtual environment in .venv with pktscope installed. Safe to run again.
+# Usage: bash scripts/setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,7 @@ want_tests=0
 
 apt_packages=(python3-venv)
 if [ "$want_tests" = 1 ]; then
-  apt_packages+=(tcpdump tshark iproute2 procps)
+  apt_packages+=(tcpdump tshark iproute2 procps nfdump)
 fi
 missing=()
 for pkg in "${apt_packages[@]}"; do
