@@ -15,7 +15,7 @@ from pktscope.analyzers.flows import (
     FlowTable,
 )
 from pktscope.analyzers.fragments import FragmentTracker
-from pktscope.analyzers.keys import endpoint_keys, pair_keys
+from pktscope.analyzers.keys import endpoint_keys, extend, pair_keys
 from pktscope.analyzers.snapshot import Snapshot, top_flows
 from pktscope.capture.linktypes import linktype_name
 from pktscope.decoders import protocols as p
@@ -46,6 +46,60 @@ def _grouped(keys: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return uniq, first, packets, nbytes
 
 
+class _Tally:
+    """Counters keyed by uint64, gathered a batch at a time as numpy arrays and folded on demand.
+
+    A batch only appends its arrays; they are merged (sorted, summed per key) when they outgrow
+    the merged part, so Python touches each key once per snapshot rather than once per batch.
+    """
+
+    def __init__(self, width: int = 0, label_width: int = 0) -> None:
+        self._width = width
+        self._label_width = label_width
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending = 0
+        self._merged = 0
+
+    def add(self, keys: np.ndarray, values: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
+        """Count `values` (rows of `width` int64) under `keys`; `labels` (one row per key) ride along."""
+        if values is None:
+            values = np.zeros((len(keys), self._width), dtype=np.int64)
+        if labels is None:
+            labels = np.zeros((len(keys), self._label_width), dtype=np.uint8)
+        self._parts.append((keys, values, labels))
+        self._pending += len(keys)
+        if self._pending > max(4 * self._merged, 1 << 18):
+            self._merge()
+
+    def _merge(self) -> None:
+        if self._pending == self._merged and len(self._parts) <= 1:
+            return  # nothing new since the last merge
+        keys = np.concatenate([k for k, _, _ in self._parts])
+        if len(keys) == 0:
+            self._parts = []
+            self._merged = self._pending = 0
+            return
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        values = np.concatenate([v for _, v, _ in self._parts])[order]
+        values = np.add.reduceat(values, starts, axis=0) if self._width else values[starts]
+        labels = np.concatenate([lab for _, _, lab in self._parts])[order][starts]
+        self._parts = [(keys[starts], values, labels)]
+        self._merged = self._pending = len(starts)
+
+    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unique keys, their summed values and labels since the last take; then start afresh."""
+        self._merge()
+        if not self._parts:
+            return (np.zeros(0, dtype=np.uint64), np.zeros((0, self._width), dtype=np.int64),
+                    np.zeros((0, self._label_width), dtype=np.uint8))
+        taken = self._parts[0]
+        self._parts = []
+        self._merged = self._pending = 0
+        return taken
+
+
 def _count_into(table: dict, names: list, packets: np.ndarray, nbytes: np.ndarray) -> None:
     for name, pk, by in zip(names, packets.tolist(), nbytes.tolist()):
         entry = table.get(name)
@@ -73,6 +127,9 @@ class Analysis:
         self.snap = Snapshot(top_limit=top)
         self._ended: list[Flow] = []
         self._evictions_taken = 0
+        self._hosts_tally = _Tally(4, 16)  # address key -> [sent p, sent B, recv p, recv B], address
+        self._ports_tally = _Tally(2)  # proto << 16 | port -> [packets, bytes]
+        self._conv_tally = {name: _Tally() for name in self.snap.conv_keys}
 
     def feed(self, cols: np.ndarray) -> None:
         """Account one decoded batch."""
@@ -94,12 +151,18 @@ class Analysis:
 
         completed = self.fragments.process(cols)  # fills later fragments' ports first
         self._protocols(cols, wire)
-        self._conversations(cols, completed)
-        ip = cols[(cols["ip_version"] != 0) & (cols["depth"] >= DEPTH_NETWORK)]
+        ip_rows = (cols["ip_version"] != 0) & (cols["depth"] >= DEPTH_NETWORK)
+        ip = cols if ip_rows.all() else cols[ip_rows]
+        # endpoint keys, computed once per batch for conversations, talkers and flows
+        src_host = endpoint_keys(ip["src"])
+        dst_host = endpoint_keys(ip["dst"])
+        src_end = extend(src_host, ip["sport"])
+        dst_end = extend(dst_host, ip["dport"])
+        self._conversations(ip, src_host, dst_host, src_end, dst_end, completed)
         if len(ip):
-            self._hosts(ip)
+            self._hosts(ip, src_host, dst_host)
             self._ports(ip)
-        self.flows.update(cols)
+        self.flows.update(ip, src_end, dst_end)
         self._collect_ended()
 
     def _protocols(self, cols: np.ndarray, wire: np.ndarray) -> None:
@@ -123,36 +186,36 @@ class Analysis:
             uniq, _, pk, by = _grouped(cols["proto"][ip], wire[ip])
             _count_into(s.l4, [p.ip_proto_name(v) for v in uniq.tolist()], pk, by)
 
-    def _conversations(self, cols: np.ndarray, completed: np.ndarray) -> None:
-        conv = self.snap.conv_keys
-        for version, name in ((4, "ipv4"), (6, "ipv6")):
-            rows = cols[(cols["ip_version"] == version) & (cols["depth"] >= DEPTH_NETWORK)]
-            if len(rows):
-                conv[name].update(np.unique(pair_keys(endpoint_keys(rows["src"]),
-                                                      endpoint_keys(rows["dst"]))).tolist())
-        whole = cols[(cols["depth"] >= DEPTH_TRANSPORT) & (cols["frag"] == FRAG_NONE)]
+    def _conversations(self, ip: np.ndarray, src_host: np.ndarray, dst_host: np.ndarray,
+                       src_end: np.ndarray, dst_end: np.ndarray, completed: np.ndarray) -> None:
+        """tshark's conversations: address pairs of IP rows, (address, port) pairs of whole TCP/UDP rows."""
+        if len(ip):
+            hosts = pair_keys(src_host, dst_host)
+            version = ip["ip_version"]
+            for v, name in ((4, "ipv4"), (6, "ipv6")):
+                keys = hosts[version == v]
+                if len(keys):
+                    self._conv_tally[name].add(keys)
+        whole = (ip["depth"] >= DEPTH_TRANSPORT) & (ip["frag"] == FRAG_NONE)
+        proto = ip["proto"][whole]
+        ends = pair_keys(src_end[whole], dst_end[whole])
         if len(completed):
-            whole = np.concatenate([whole, completed])
-        for proto, name in ((p.IPPROTO_TCP, "tcp"), (p.IPPROTO_UDP, "udp")):
-            rows = whole[whole["proto"] == proto]
-            if len(rows):
-                keys = pair_keys(endpoint_keys(rows["src"], rows["sport"]),
-                                 endpoint_keys(rows["dst"], rows["dport"]))
-                conv[name].update(np.unique(keys).tolist())
+            proto = np.concatenate([proto, completed["proto"]])
+            ends = np.concatenate([ends, pair_keys(endpoint_keys(completed["src"], completed["sport"]),
+                                                   endpoint_keys(completed["dst"], completed["dport"]))])
+        for number, name in ((p.IPPROTO_TCP, "tcp"), (p.IPPROTO_UDP, "udp")):
+            keys = ends[proto == number]
+            if len(keys):
+                self._conv_tally[name].add(keys)
 
-    def _hosts(self, ip: np.ndarray) -> None:
-        hosts = self.snap.hosts
+    def _hosts(self, ip: np.ndarray, src_host: np.ndarray, dst_host: np.ndarray) -> None:
         wire = ip["wire_len"].astype(np.int64)
-        for column, (pi, bi) in (("src", (0, 1)), ("dst", (2, 3))):
-            _uniq, first, pk, by = _grouped(endpoint_keys(ip[column]), wire)
-            addrs = ip[column][first]
-            for j, (count, size) in enumerate(zip(pk.tolist(), by.tolist())):
-                addr = addrs[j].tobytes()
-                entry = hosts.get(addr)
-                if entry is None:
-                    entry = hosts[addr] = [0, 0, 0, 0]
-                entry[pi] += count
-                entry[bi] += size
+        for column, keys, sent in (("src", src_host, True), ("dst", dst_host, False)):
+            uniq, first, pk, by = _grouped(keys, wire)
+            counts = np.zeros((len(pk), 4), dtype=np.int64)
+            counts[:, 0 if sent else 2] = pk
+            counts[:, 1 if sent else 3] = by
+            self._hosts_tally.add(uniq, counts, ip[column][first])
 
     def _ports(self, ip: np.ndarray) -> None:
         # the service side of a conversation is taken to be its lower port (well-known < ephemeral)
@@ -162,7 +225,28 @@ class Analysis:
         port = np.minimum(rows["sport"], rows["dport"]).astype(np.int64)
         key = (rows["proto"].astype(np.int64) << 16) | port
         uniq, _, pk, by = _grouped(key, rows["wire_len"].astype(np.int64))
-        _count_into(self.snap.ports, [(k >> 16, k & 0xFFFF) for k in uniq.tolist()], pk, by)
+        self._ports_tally.add(uniq.astype(np.uint64), np.stack([pk, by], axis=1).astype(np.int64))
+
+    def _fold_tallies(self) -> None:
+        """Move the numpy tallies into the Snapshot's dicts (once per snapshot, not per batch)."""
+        s = self.snap
+        _keys, counts, addrs = self._hosts_tally.take()
+        hosts = s.hosts
+        packed = np.ascontiguousarray(addrs).tobytes()
+        for i, row in enumerate(counts.tolist()):
+            addr = packed[16 * i : 16 * i + 16]
+            entry = hosts.get(addr)
+            if entry is None:
+                hosts[addr] = row
+            else:
+                for j in range(4):
+                    entry[j] += row[j]
+        keys, counts, _labels = self._ports_tally.take()
+        _count_into(s.ports, [(k >> 16, k & 0xFFFF) for k in keys.tolist()], counts[:, 0], counts[:, 1])
+        for name, tally in self._conv_tally.items():
+            keys = tally.take()[0]
+            if len(keys):
+                s.conv_keys[name].update(keys.tolist())
 
     def _collect_ended(self) -> None:
         ended = self.flows.drain()
@@ -184,6 +268,7 @@ class Analysis:
 
     def snapshot(self) -> Snapshot:
         """The Snapshot so far (live flows included in the top flows)."""
+        self._fold_tallies()
         s = self.snap
         s.flows_live = len(self.flows.live)
         s.flow_evictions = self.flows.evictions - self._evictions_taken

@@ -75,14 +75,22 @@ class FlowTable:
         self.evictions = 0
         self.created = 0
         self.now_ns = 0
+        self._rows: np.ndarray | None = None  # the IP rows of the batch being accounted
 
-    def update(self, cols: np.ndarray) -> None:
-        """Account every IP row of a Columns batch."""
-        rows = cols[(cols["ip_version"] != 0) & (cols["depth"] >= DEPTH_NETWORK)]
+    def update(self, cols: np.ndarray, src_key: np.ndarray | None = None,
+               dst_key: np.ndarray | None = None) -> None:
+        """Account every IP row of a Columns batch.
+
+        `src_key`/`dst_key`, when given, are `endpoint_keys` of the IP rows' (address, port) ends,
+        already computed by the caller for other counters.
+        """
+        ip = (cols["ip_version"] != 0) & (cols["depth"] >= DEPTH_NETWORK)
+        rows = cols[ip] if not ip.all() else cols
         if len(rows) == 0:
             return
-        src_key = endpoint_keys(rows["src"], rows["sport"])
-        dst_key = endpoint_keys(rows["dst"], rows["dport"])
+        if src_key is None or dst_key is None:
+            src_key = endpoint_keys(rows["src"], rows["sport"])
+            dst_key = endpoint_keys(rows["dst"], rows["dport"])
         forward = src_key <= dst_key  # the row goes from the canonical "lo" end to "hi"
         meta = (rows["ip_version"].astype(np.uint64) << np.uint64(24)) | (
             rows["proto"].astype(np.uint64) << np.uint64(16)) | rows["vlan"].astype(np.uint64)
@@ -107,21 +115,28 @@ class FlowTable:
         first_ts = t[seg]
         last_ts = t[last_idx]
         # walk segments in order of their last packet, so that the live table stays in
-        # least-recently-seen order (idle expiry and eviction read it from the front)
-        for s in np.argsort(last_ts, kind="stable").tolist():
-            i0 = int(seg[s])
-            live = self.live.get(int(k[i0]))
-            reach = live.first_ns if live is not None and first_ts[s] - live.last_ns <= self.idle_ns \
-                else first_ts[s]
-            if last_ts[s] - reach > self.active_ns:
+        # least-recently-seen order (idle expiry and eviction read it from the front); Python sees
+        # plain ints, one segment (a flow's packets in this batch) at a time
+        walk = np.argsort(last_ts, kind="stable")
+        seg_w = seg[walk]
+        self._rows = rows
+        live = self.live
+        idle_ns = self.idle_ns
+        active_ns = self.active_ns
+        for s, key, row, first_fwd, t0, t1, a, b, c, d, e, f in zip(
+            walk.tolist(), k[seg_w].tolist(), order[seg_w].tolist(), fwd[seg_w].tolist(),
+            first_ts[walk].tolist(), last_ts[walk].tolist(), pk_f[walk].tolist(), by_f[walk].tolist(),
+            (pk_all - pk_f)[walk].tolist(), (by_all - by_f)[walk].tolist(), fl_f[walk].tolist(),
+            fl_b[walk].tolist(),
+        ):
+            flow = live.get(key)
+            reach = flow.first_ns if flow is not None and t0 - flow.last_ns <= idle_ns else t0
+            if t1 - reach > active_ns:
                 # the flow passes its active timeout inside this segment: cut it exactly there
-                self._per_packet(rows, order[i0 : int(last_idx[s]) + 1], keys, forward)
+                self._per_packet(rows, order[int(seg[s]) : int(last_idx[s]) + 1], keys, forward)
                 continue
-            self._add(
-                int(k[i0]), rows[order[i0]], bool(fwd[i0]), int(first_ts[s]), int(last_ts[s]),
-                int(pk_f[s]), int(by_f[s]), int(pk_all[s] - pk_f[s]), int(by_all[s] - by_f[s]),
-                int(fl_f[s]), int(fl_b[s]),
-            )
+            self._add(key, row, first_fwd, t0, t1, a, b, c, d, e, f)
+        self._rows = None
         self.now_ns = max(self.now_ns, int(ts.max()))
         self._expire_idle()
 
@@ -133,11 +148,12 @@ class FlowTable:
             size = int(row["wire_len"])
             flags = int(row["tcp_flags"])
             ts = int(row["ts_ns"])
-            self._add(int(keys[i]), row, f, ts, ts, int(f), size if f else 0, int(not f),
+            self._add(int(keys[i]), i, f, ts, ts, int(f), size if f else 0, int(not f),
                       0 if f else size, flags if f else 0, 0 if f else flags)
 
-    def _add(self, key: int, row: np.void, first_forward: bool, first_ns: int, last_ns: int,
+    def _add(self, key: int, index: int, first_forward: bool, first_ns: int, last_ns: int,
              pk_lo: int, by_lo: int, pk_hi: int, by_hi: int, fl_lo: int, fl_hi: int) -> None:
+        """Add a segment's sums (lo/hi orientation) to its flow; `index` is its first row in `_rows`."""
         flow = self.live.pop(key, None)
         if flow is not None and (first_ns - flow.last_ns > self.idle_ns):
             self._end(flow, END_IDLE)
@@ -146,6 +162,7 @@ class FlowTable:
             self._end(flow, END_ACTIVE)
             flow = None
         if flow is None:
+            row = self._rows[index]
             flow = Flow(
                 key=key, ip_version=int(row["ip_version"]), proto=int(row["proto"]), vlan=int(row["vlan"]),
                 a_addr=row["src"].tobytes(), a_port=int(row["sport"]),
@@ -155,14 +172,20 @@ class FlowTable:
             # A is the first packet's source: "lo" counters are A's when that packet went lo -> hi
             flow.a_is_lo = first_forward
             self.created += 1
-        if not flow.a_is_lo:  # the batch sums are lo/hi; the flow's are A/B
-            pk_lo, by_lo, fl_lo, pk_hi, by_hi, fl_hi = pk_hi, by_hi, fl_hi, pk_lo, by_lo, fl_lo
-        flow.packets_ab += pk_lo
-        flow.bytes_ab += by_lo
-        flow.flags_ab |= fl_lo
-        flow.packets_ba += pk_hi
-        flow.bytes_ba += by_hi
-        flow.flags_ba |= fl_hi
+        if flow.a_is_lo:  # the batch sums are lo/hi; the flow's are A/B
+            flow.packets_ab += pk_lo
+            flow.bytes_ab += by_lo
+            flow.flags_ab |= fl_lo
+            flow.packets_ba += pk_hi
+            flow.bytes_ba += by_hi
+            flow.flags_ba |= fl_hi
+        else:
+            flow.packets_ab += pk_hi
+            flow.bytes_ab += by_hi
+            flow.flags_ab |= fl_hi
+            flow.packets_ba += pk_lo
+            flow.bytes_ba += by_lo
+            flow.flags_ba |= fl_lo
         flow.first_ns = min(flow.first_ns, first_ns)
         flow.last_ns = max(flow.last_ns, last_ns)
         self.live[key] = flow

@@ -31,12 +31,18 @@ def combine(*parts: np.ndarray) -> np.ndarray:
     return h
 
 
+def extend(keys: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """`combine(*parts, part)` from `keys` = `combine(*parts)`: one more column folded in."""
+    with np.errstate(over="ignore"):
+        return mix64(keys ^ (part.astype(np.uint64) + _GOLD))
+
+
 def endpoint_keys(addresses: np.ndarray, ports: np.ndarray | None = None) -> np.ndarray:
     """One 64-bit key per (address[, port])."""
     w0, w1 = address_words(addresses)
     if ports is None:
         return combine(w0, w1)
-    return combine(w0, w1, ports.astype(np.uint64))
+    return extend(combine(w0, w1), ports)
 
 
 def pair_keys(a: np.ndarray, b: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
