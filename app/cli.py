@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_options(read)
     read.add_argument("--no-progress", action="store_true",
                       help="no progress bar (it is shown on a terminal for files that take over a second)")
+    read.add_argument("--tui", action="store_true",
+                      help="show the result on the full-screen dashboard of `live` (keys as there; q quits "
+                           "and prints the report)")
 
     live = sub.add_parser(
         "live",
@@ -186,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with -C: a ring of N files; with -G: stop writing after N files")
     live.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS",
                       help="how often workers report and --json prints a line (default: 1)")
+    live.add_argument("--no-tui", action="store_true",
+                      help="no full-screen dashboard (the default when stdout is a terminal): one plain "
+                           "summary line per interval, then the report")
     _add_analysis_options(live)
     _add_export_options(live)
     return parser
@@ -201,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "read":
             from pktscope.app.read import run_read
+
+            if args.tui and (args.json or args.csv):
+                parser.error("--tui cannot be combined with --json or --csv")
 
             return run_read(args)
         if args.command == "live":

@@ -8,6 +8,7 @@ packets. The parent absorbs them, adds the kernel counters, and renders.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import multiprocessing as mp
@@ -305,8 +306,11 @@ class LiveRun:
                 if msg[0] == "ready":
                     ready.add(msg[1])
 
-    def run(self, duration: float | None, on_interval: Any) -> None:
-        """Merge deltas until every worker sent its final one; stop at `duration` or on `self.stop`."""
+    def run(self, duration: float | None, on_interval: Any, on_poll: Any = None) -> None:
+        """Merge deltas until every worker sent its final one; stop at `duration` or on `self.stop`.
+
+        `on_interval(elapsed)` runs every interval; `on_poll()` (the dashboard's keys) at least every 0.1 s.
+        """
         started = time.monotonic()
         open_conns = dict(self.conns)
         next_tick = started + self.cfg.interval
@@ -327,6 +331,8 @@ class LiveRun:
                     self.stop.set()
                 if msg[0] in ("final", "error"):
                     del open_conns[conn]
+            if on_poll is not None:
+                on_poll()
             if time.monotonic() >= next_tick and not self.stop.is_set():
                 on_interval(time.monotonic() - started)
                 next_tick += self.cfg.interval
@@ -406,7 +412,7 @@ def _config(args: argparse.Namespace, program: tuple, userspace_filter: str | No
 
 def run_live(args: argparse.Namespace) -> int:
     """Run `pktscope live` with parsed arguments; returns the exit status."""
-    from pktscope.app import report
+    from pktscope.app import report, tui
 
     name = args.interface
     try:
@@ -452,12 +458,17 @@ def run_live(args: argparse.Namespace) -> int:
             print(f"pktscope: listening on {name}, link-type {linktype_name(live.linktype)}, "
                   f"snapshot length {cfg.snaplen} bytes, {cfg.workers} worker(s)", file=sys.stderr)
 
+        view = None if args.json else tui.live_view(live, name, expression, cfg.workers, args.no_tui)
+
         def on_interval(elapsed: float) -> None:
-            if args.json:
+            if view is not None:
+                view.interval(elapsed)
+            else:
                 _json_line({"event": "interval", "elapsed_s": round(elapsed, 3),
                             **report.to_json(live.snap, args.top, args.sort), **live.live_json()})
 
-        live.run(args.duration, on_interval)
+        with view or contextlib.nullcontext():  # the screen closes before the final report
+            live.run(args.duration, on_interval, view.poll if view is not None else None)
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)

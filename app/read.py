@@ -75,8 +75,12 @@ def analyse_reader(
     analysis: Analysis,
     frame_filter: FrameFilter | None = None,
     on_progress: Callable[[int], None] | None = None,
+    on_columns: Callable[[np.ndarray], None] | None = None,
 ) -> int:
-    """Feed every batch of a reader to an analysis; returns the frames read (before the filter)."""
+    """Feed every batch of a reader to an analysis; returns the frames read (before the filter).
+
+    `on_columns` sees each decoded batch too (`read --tui` counts packets per second with it).
+    """
     frames = 0
 
     def counted() -> Iterator[Batch]:
@@ -88,7 +92,10 @@ def analyse_reader(
             yield batch
 
     for batch in filtered(counted(), frame_filter):
-        analysis.feed(decode_batch(batch))
+        cols = decode_batch(batch)
+        analysis.feed(cols)
+        if on_columns is not None:
+            on_columns(cols)
     return frames
 
 
@@ -131,6 +138,13 @@ class _Progress:
 def run_read(args: argparse.Namespace) -> int:
     """Run `pktscope read` with parsed arguments; returns the exit status."""
     expression = " ".join(args.expression).strip()
+    if args.tui and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UserError("--tui needs a terminal on stdin and stdout")
+    per_second = None
+    if args.tui:
+        from pktscope.app.tui import PerSecond
+
+        per_second = PerSecond()
     try:
         reader = open_capture(args.file)
     except CaptureError as exc:
@@ -156,7 +170,8 @@ def run_read(args: argparse.Namespace) -> int:
         progress = _Progress(reader.size, show_progress)
         interrupted = False
         try:
-            frames = analyse_reader(reader, analysis, frame_filter, progress)
+            frames = analyse_reader(reader, analysis, frame_filter, progress,
+                                    per_second.add if per_second is not None else None)
         except KeyboardInterrupt:
             interrupted = True
             frames = None
@@ -171,6 +186,10 @@ def run_read(args: argparse.Namespace) -> int:
         print(f"pktscope: warning: {args.file}: {reader.warning}", file=sys.stderr)
     if interrupted:
         print("pktscope: interrupted: the report covers the frames read so far", file=sys.stderr)
+    if per_second is not None and not interrupted:
+        from pktscope.app.tui import show_capture
+
+        show_capture(snap, f"file {args.file}", expression, per_second)  # then the report, as `live`
     _present(snap, args)
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
 
