@@ -239,8 +239,8 @@ class CaptureReader:
             starts = array("q")
             push = starts.append
             corrupt = 0
-            remaining = batch_frames
-            # the hot loop: one unpack per record, no per-packet objects
+            # the hot loop: one unpack per record, no per-packet objects; the chunk is cut into
+            # batches afterwards
             while pos + hlen <= end:
                 cap = cap_at(buf, pos + cap_field)[0]
                 if cap > limit:
@@ -251,25 +251,21 @@ class CaptureReader:
                     break
                 push(pos)
                 pos = nxt
-                remaining -= 1
-                if not remaining:
-                    self.bytes_read = base + pos
-                    yield self._pcap_batch(buf, starts)
-                    starts = array("q")
-                    push = starts.append
-                    remaining = batch_frames
             if starts:
-                self.bytes_read = base + pos
-                yield self._pcap_batch(buf, starts)
+                st = np.frombuffer(starts, dtype=np.int64)
+                for i in range(0, len(st), batch_frames):
+                    part = st[i : i + batch_frames]
+                    after = int(st[i + batch_frames]) if i + batch_frames < len(st) else pos
+                    self.bytes_read = base + after
+                    yield self._pcap_batch(buf, part)
             if corrupt:
                 self._stop(base + pos, f"corrupt record: caplen {corrupt} exceeds the maximum {limit}")
                 return
             need = hlen if pos + hlen > end else hlen + cap
 
-    def _pcap_batch(self, buf: bytes | bytearray, starts: array) -> Batch:
-        st = np.frombuffer(starts, dtype=np.int64)
+    def _pcap_batch(self, buf: bytes | bytearray, st: np.ndarray) -> Batch:
         raw = np.frombuffer(buf, dtype=np.uint8)
-        hdr = raw[st[:, None] + _ARANGE[:16]].view(self._order + "u4")
+        hdr = np.lib.stride_tricks.sliding_window_view(raw, 16)[st].view(self._order + "u4")
         sec = hdr[:, 0].astype(np.int64)
         frac = hdr[:, 1].astype(np.int64)
         cap_col, wire_col = (3, 2) if self._lengths_swapped else (2, 3)
