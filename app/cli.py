@@ -187,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start a new file every SECONDS; FILE is a strftime pattern")
     wr.add_argument("-W", dest="file_count", type=_positive_int, metavar="N",
                     help="with -C: a ring of N files; with -G: stop writing after N files")
+    ebpf = live.add_argument_group("eBPF filter (one socket filter for every worker, maps pinned under "
+                                   "/sys/fs/bpf/pktscope/RUN while the capture runs)")
+    ebpf.add_argument("--block", action="append", metavar="PREFIX",
+                      help="drop frames from or to this IPv4/IPv6 address or CIDR prefix in the kernel, before "
+                           "they reach pktscope (repeatable; change it during the run with `pktscope block`)")
+    ebpf.add_argument("--ebpf", action="store_true",
+                      help="use the eBPF filter (counters, an empty blocklist) even without --block")
+    ebpf.add_argument("--verbose", action="store_true", help="with an eBPF verifier error: print its log")
     live.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS",
                       help="how often workers report and --json prints a line (default: 1)")
     live.add_argument("--no-tui", action="store_true",
@@ -194,6 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
                            "summary line per interval, then the report")
     _add_analysis_options(live)
     _add_export_options(live)
+    block = sub.add_parser(
+        "block",
+        help="change or show the blocklist of a running `pktscope live --ebpf/--block`",
+        description="Add, delete or list blocked IPv4/IPv6 prefixes of a running capture's eBPF filter (its maps "
+                    "pinned under /sys/fs/bpf/pktscope/RUN); the change applies to the next frame. `list` prints "
+                    "each prefix and the frames it blocked. Run it in the capture's mount namespace.",
+        epilog="examples:\n  pktscope block add 192.0.2.0/24 2001:db8::/32\n  pktscope block list\n"
+               "  pktscope block del 192.0.2.0/24 --run 4242-123456\n\n" + EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    block.add_argument("action", choices=("add", "del", "list"), help="what to do")
+    block.add_argument("prefixes", nargs="*", metavar="PREFIX", help="IPv4/IPv6 address or CIDR prefix")
+    block.add_argument("--run", metavar="ID", help="run id (directory under /sys/fs/bpf/pktscope); default: the "
+                                                   "only running capture")
     return parser
 
 
@@ -212,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--tui cannot be combined with --json or --csv")
 
             return run_read(args)
+        if args.command == "block":
+            from pktscope.app.live import run_block
+
+            return run_block(args)
         if args.command == "live":
             from pktscope.app.live import run_live
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import errno
 import json
 import multiprocessing as mp
 import os
@@ -27,6 +28,7 @@ from pktscope.analyzers.analysis import Analysis
 from pktscope.analyzers.snapshot import Snapshot
 from pktscope.app.cli import EXIT_OK, UserError
 from pktscope.app.export import ExportTarget, FlowExporter, check_target, export_summary, open_exporter
+from pktscope.bpf import syscall
 from pktscope.bpf.classic import (
     DEFAULT_SNAPLEN,
     FilterError,
@@ -35,6 +37,9 @@ from pktscope.bpf.classic import (
     reads_vlan_tag,
     uses_ancillary_loads,
 )
+from pktscope.bpf.ebpf import TranslationError
+from pktscope.bpf.maps import PrefixError, parse_prefix
+from pktscope.bpf.pins import PinError, PinnedFilter, open_run
 from pktscope.capture import kernel
 from pktscope.capture.afpacket import FanoutGroup, LiveCaptureError, PacketRing, RingStats
 from pktscope.capture.batch import Batch
@@ -70,6 +75,7 @@ class LiveConfig:
     max_flows: int
     top: int
     interval: float
+    bpf_fd: int | None = None  # --ebpf/--block: the loaded socket filter, inherited by the forked workers
     export: ExportTarget | None = None  # --export: each worker has its own exporter (own socket or file)
     export_domain: int = 0
     export_rotate_mb: float = 100.0
@@ -153,7 +159,8 @@ def worker_main(cfg: LiveConfig, index: int, conn: Connection, stop: Any, remain
     try:
         ring = PacketRing.open(cfg.interface, snaplen=ring_snaplen, ring_mb=cfg.ring_mb,
                                fanout=FanoutGroup(cfg.group_id, cfg.fanout_mode, cfg.fanout_flags),
-                               promisc=cfg.promisc, classic_bpf=list(cfg.program))
+                               promisc=cfg.promisc, classic_bpf=list(cfg.program),
+                               bpf_fd=cfg.bpf_fd)
     except LiveCaptureError as exc:
         conn.send(("error", index, str(exc)))
         return
@@ -249,6 +256,7 @@ class LiveRun:
         self.worker_live: dict[int, int] = {}
         self.userspace_rejected: dict[int, int] = {}  # frames each worker's userspace filter dropped
         self.files: list[str] = []
+        self.ebpf: PinnedFilter | None = None  # set by run_live with --ebpf/--block
         self.export: dict[int, dict[str, int]] = {}  # worker -> its exporter's counts
         self.errors: list[str] = []  # a worker's error during the run (the run stops; exit status 2)
         self.conns: dict[Connection, int] = {}
@@ -276,6 +284,7 @@ class LiveRun:
             if "export" in delta.extra:
                 self.export[index] = delta.extra.pop("export")  # type: ignore[assignment]
             self.snap.absorb(delta)
+            self.refresh_ebpf()
             self.worker_live[index] = delta.flows_live
             self.snap.flows_live = sum(self.worker_live.values())
             self.kernel[index] = stats
@@ -352,6 +361,18 @@ class LiveRun:
             return {}
         return {"export": {k: sum(c[k] for c in self.export.values()) for k in ("records", "dropped")}}
 
+    def refresh_ebpf(self) -> None:
+        """Put the eBPF filter's counters (summed over CPUs) into the snapshot's extras as `ebpf`."""
+        if self.ebpf is not None:
+            self.snap.extra["ebpf"] = {"run": self.ebpf.rid, **self.ebpf.counters()}
+
+    def close_ebpf(self) -> None:
+        """Read the final counters (the workers have stopped), then unpin and release the filter."""
+        if self.ebpf is not None:
+            self.refresh_ebpf()
+            self.ebpf.close()
+            self.ebpf = None
+
     def kernel_totals(self) -> RingStats:
         total = RingStats()
         for stats in self.kernel.values():
@@ -362,6 +383,7 @@ class LiveRun:
         k = self.kernel_totals()
         return {
             "kernel": {"packets": k.packets, "drops": k.drops, "freezes": k.freeze_q_cnt},
+            **({"ebpf": self.snap.extra["ebpf"]} if "ebpf" in self.snap.extra else {}),
             "workers": [{"worker": i, "packets": self.worker_packets.get(i, 0),
                          "kernel_packets": self.kernel[i].packets if i in self.kernel else 0,
                          "kernel_drops": self.kernel[i].drops if i in self.kernel else 0}
@@ -439,7 +461,17 @@ def run_live(args: argparse.Namespace) -> int:
         cfg = replace(cfg, export=args.export, export_domain=args.export_domain,
                       export_rotate_mb=args.export_rotate_mb, export_sockaddr=sockaddr)
 
-    live = LiveRun(cfg, args.count)
+    pinned = _load_ebpf(args, cfg)
+    if pinned is not None:
+        cfg = replace(cfg, bpf_fd=pinned.prog_fd)
+    try:
+        live = LiveRun(cfg, args.count)
+    except BaseException:
+        if pinned is not None:
+            pinned.close()
+        raise
+    live.ebpf = pinned
+    live.refresh_ebpf()
     stopping = {"signal": None}
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -473,6 +505,7 @@ def run_live(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         live.shutdown()
+        live.close_ebpf()
     if live.errors:
         raise UserError(live.errors[0])
     snap = live.snap
@@ -496,10 +529,77 @@ def run_live(args: argparse.Namespace) -> int:
         rows.append(("filter ran in", f"userspace (VLAN tests), {rejected:,} frames rejected there"))
     if cfg.export is not None:
         rows.append(("export", export_summary(cfg.export, live.export_json()["export"])))
+    if "ebpf" in snap.extra:
+        rows.append(("eBPF filter", _ebpf_summary(snap.extra["ebpf"])))  # type: ignore[arg-type]
     if live.files:
         rows.append(("written", ", ".join(live.files)))
     snap.extra = {**snap.extra, "report_rows": rows}
     report.render(snap, Console(), args.top, args.sort, "Live capture summary")
+    return EXIT_OK
+
+
+def _load_ebpf(args: argparse.Namespace, cfg: LiveConfig) -> PinnedFilter | None:
+    """With --ebpf or --block: the eBPF socket filter (blocklist, counters, the expression), loaded and pinned."""
+    if not (args.ebpf or args.block):
+        return None
+    try:
+        prefixes = [parse_prefix(text) for text in args.block or []]
+    except PrefixError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        return PinnedFilter.load(cfg.program, cfg.snaplen, prefixes)
+    except syscall.VerifierError as exc:
+        detail = f"\n{exc.log.rstrip()}" if args.verbose else " (--verbose shows the verifier's log)"
+        raise UserError(f"{exc.strerror}{detail}") from None
+    except syscall.BpfError as exc:
+        raise UserError(_bpf_error_message(exc)) from None
+    except (TranslationError, PinError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _bpf_error_message(exc: syscall.BpfError) -> str:
+    """One line naming why the kernel refused an eBPF object: privilege, kernel support, or its own reason."""
+    if exc.errno == errno.EPERM:
+        return f"the eBPF filter needs CAP_BPF (run as root): {exc.strerror}"
+    if exc.errno in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return f"this kernel lacks the eBPF support the filter needs (bpf(2), LPM trie, per-CPU maps): {exc.strerror}"
+    return f"cannot set up the eBPF filter: {exc.strerror}"
+
+
+def _ebpf_summary(counters: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {counters[name]['packets']:,} ({counters[name]['bytes']:,} B)"
+                     for name in ("seen", "blocked", "rejected", "passed")) + f"; run {counters['run']}"
+
+
+def run_block(args: argparse.Namespace) -> int:
+    """`pktscope block add|del|list`: change or show the blocklist of a running capture's eBPF filter."""
+    try:
+        prefixes = [parse_prefix(text) for text in args.prefixes]
+    except PrefixError as exc:
+        raise UserError(str(exc)) from None
+    if args.action != "list" and not prefixes:
+        raise UserError(f"block {args.action}: give at least one PREFIX")
+    try:
+        maps = open_run(args.run)
+    except PinError as exc:
+        raise UserError(str(exc)) from None
+    except syscall.BpfError as exc:
+        raise UserError(_bpf_error_message(exc)) from None
+    try:
+        for net in prefixes:
+            if args.action == "add":
+                maps.block(net)
+            elif args.action == "del" and not maps.unblock(net):
+                raise UserError(f"{net} is not in the blocklist")
+        if args.action == "list":
+            wanted = set(prefixes)
+            for net, hits in maps.blocklist():
+                if not wanted or net in wanted:
+                    print(f"{net}\t{hits}")
+    except syscall.BpfError as exc:
+        raise UserError(_bpf_error_message(exc)) from None
+    finally:
+        maps.close()
     return EXIT_OK
 
 

@@ -14,7 +14,8 @@ Set-up order, and why (af_packet.c; measured facts in DESIGN.md):
   3. SO_ATTACH_FILTER before bind, so the first frame queued has passed the filter. With fanout the
      filter attached first rejects everything: between bind() and PACKET_FANOUT the socket would
      otherwise receive every frame on its own, and the same frame would also reach another member of
-     the group. The real filter replaces it once the socket has joined the group;
+     the group. The real filter replaces it once the socket has joined the group. An eBPF filter
+     (SO_ATTACH_BPF) takes the real filter's place at the same point;
   4. PACKET_RX_RING (tpacket_req3) and mmap;
   5. bind((ifname, ETH_P_ALL));
   6. PACKET_FANOUT (needs a bound socket with a protocol);
@@ -137,6 +138,14 @@ def _fanout_arg(fanout: FanoutGroup) -> int:
     return fanout.group_id | ((mode | fanout.flags) << 16)
 
 
+def _attach_bpf(sock: socket.socket, prog_fd: int) -> None:
+    # SO_ATTACH_BPF replaces whatever filter the socket had (sk_attach_bpf swaps sk->sk_filter)
+    try:
+        sock.setsockopt(kernel.SOL_SOCKET, kernel.SO_ATTACH_BPF, prog_fd)
+    except OSError as exc:
+        raise LiveCaptureError(f"cannot attach eBPF program fd {prog_fd}: {exc.strerror}") from None
+
+
 class PacketRing:
     """One AF_PACKET socket on one interface with a TPACKET_V3 RX ring, read as Batches.
 
@@ -181,6 +190,7 @@ class PacketRing:
         fanout: FanoutGroup | tuple[int, str | int, int] | None = None,
         promisc: bool = False,
         classic_bpf: list[classic.BpfInstruction] | tuple[classic.BpfInstruction, ...] | None = None,
+        bpf_fd: int | None = None,
     ) -> PacketRing:
         """Open a capture socket on `ifname` in the caller's network namespace.
 
@@ -188,6 +198,9 @@ class PacketRing:
         values are lowered to `snaplen`, which is how the kernel learns the snap length. `ring_mb` MiB
         are split into blocks of `block_size` bytes (a multiple of the page size, able to hold one
         frame of `snaplen` bytes).
+
+        `bpf_fd` is a loaded eBPF socket filter (bpf.pins.PinnedFilter) attached instead of `classic_bpf`,
+        at the same point: its return value is the snap length, so it must cap it itself.
         """
         page = mmap.PAGESIZE
         if block_size <= 0 or block_size % page:
@@ -228,10 +241,13 @@ class PacketRing:
                     f"cannot capture on {ifname}: its link type (ARPHRD {arphrd}) needs cooked capture, not supported yet"
                 )
             sock.setsockopt(kernel.SOL_PACKET, kernel.PACKET_VERSION, kernel.TPACKET_V3)
-            try:
-                classic.attach_filter(sock, classic.reject_all() if group is not None else program)
-            except classic.FilterError as exc:
-                raise LiveCaptureError(str(exc)) from None
+            if group is not None or bpf_fd is None:
+                try:
+                    classic.attach_filter(sock, classic.reject_all() if group is not None else program)
+                except classic.FilterError as exc:
+                    raise LiveCaptureError(str(exc)) from None
+            else:
+                _attach_bpf(sock, bpf_fd)
             frame_size = 2048  # V3 packs frames by their length; tp_frame_size only has to divide the block
             req = kernel.TPACKET_REQ3.pack(
                 block_size,
@@ -274,10 +290,13 @@ class PacketRing:
                     if exc.errno == errno.ENOSPC:
                         raise LiveCaptureError(f"fanout group {group.group_id} is full") from None
                     raise
-                try:
-                    classic.attach_filter(sock, program)
-                except classic.FilterError as exc:
-                    raise LiveCaptureError(str(exc)) from None
+                if bpf_fd is not None:
+                    _attach_bpf(sock, bpf_fd)
+                else:
+                    try:
+                        classic.attach_filter(sock, program)
+                    except classic.FilterError as exc:
+                        raise LiveCaptureError(str(exc)) from None
             if promisc:
                 mreq = kernel.PACKET_MREQ.pack(ifindex, kernel.PACKET_MR_PROMISC, 0, b"")
                 try:
@@ -389,10 +408,7 @@ class PacketRing:
 
         The program's return value is the number of bytes kept, so it decides the snap length too.
         """
-        try:
-            self._sock.setsockopt(kernel.SOL_SOCKET, kernel.SO_ATTACH_BPF, prog_fd)
-        except OSError as exc:
-            raise LiveCaptureError(f"cannot attach eBPF program fd {prog_fd}: {exc.strerror}") from None
+        _attach_bpf(self._sock, prog_fd)
 
     def close(self) -> None:
         """Unmap the ring and close the socket (which also ends its promiscuous membership)."""

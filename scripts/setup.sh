@@ -11,7 +11,7 @@ want_tests=0
 
 apt_packages=(python3-venv)
 if [ "$want_tests" = 1 ]; then
-  apt_packages+=(tcpdump tshark iproute2 procps nfdump tmux)
+  apt_packages+=(tcpdump tshark iproute2 procps bpftool nfdump tmux)
 fi
 missing=()
 for pkg in "${apt_packages[@]}"; do
