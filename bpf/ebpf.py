@@ -23,6 +23,9 @@ while tags stay in the bytes. To be exact in both places every packet load here 
 MAC header (offset SKF_LL_OFF + k, which the kernel resolves against skb_mac_header() whatever
 skb->data is), and the frame length is skb->len + `len_adjust` (0 on a socket, 14 under test run).
 
+The counters' bytes are that frame length: on a socket, without the outer VLAN tag the kernel moved
+to metadata (4 bytes fewer than tcpdump shows for such a frame).
+
 Classic BPF returns 0 when a load falls beyond the frame; an eBPF LD_ABS that fails instead ends the
 program with 0 at once, past the counters. So every load is preceded by a bounds check against the
 frame length that jumps to the common exit with 0: the frame is counted as rejected and the verdict

@@ -460,3 +460,14 @@ def test_block_command_bad_input() -> None:
     assert "give at least one PREFIX" in _bad(_pktscope_argv(None, "block", "add"))
     if os.geteuid() == 0:
         assert "no running capture" in _bad(_pktscope_argv(None, "block", "list", "--run", "1-1"))
+
+
+def test_live_without_cap_bpf_exit_2(veth_rig: netns.VethRig) -> None:
+    if shutil.which("capsh") is None:
+        pytest.skip("capsh (Debian libcap2-bin) is not installed")
+    # Root keeps CAP_NET_RAW; without CAP_BPF and CAP_SYS_ADMIN the kernel refuses BPF_MAP_CREATE
+    # (kernel.unprivileged_bpf_disabled is 1 or 2 on current distributions).
+    cmd = f"{sys.executable} -m pktscope live {veth_rig.if_b} --ebpf --json"
+    message = _bad(["nsenter", f"--net=/run/netns/{veth_rig.ns_b}", "capsh", "--drop=cap_bpf,cap_sys_admin",
+                    "--", "-c", cmd])
+    assert "CAP_BPF" in message
