@@ -452,7 +452,11 @@ class Header:
         if isinstance(ebpf, dict):
             line = Text("ebpf ", "dim")
             for k, v in ebpf.items():
-                line.append(f"{k} ", "dim").append(f"{v:,}  " if isinstance(v, int) else f"{v}  ")
+                if isinstance(v, dict):  # {"packets", "bytes"} per counter, summed over CPUs
+                    text = f"{v.get('packets', 0):,} pkts {human_bytes(v.get('bytes', 0))}  "
+                    line.append(f"{k} ", "dim").append(text, "yellow" if k == "blocked" and v.get("packets") else "")
+                else:
+                    line.append(f"{k} ", "dim").append(f"{v:,}  " if isinstance(v, int) else f"{v}  ")
             lines.append(line)
         span = "" if not r.history_span or r.history_span == 1 else f" ({r.history_span:g} s/bar)"
         for label, i, fmt, style in (("pkt/s", 0, human_pps, "green"), ("bit/s", 1, human_bits, "cyan")):

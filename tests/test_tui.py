@@ -212,9 +212,11 @@ def test_kernel_drops_highlighted_red_only_when_not_zero(sample: tuple[Snapshot,
 def test_ebpf_counters_in_the_header(sample: tuple[Snapshot, tui.PerSecond]) -> None:
     snap, _ = sample
     snap = tui.freeze(snap)
-    snap.extra["ebpf"] = {"blocked": 1234, "passed": 56}
-    text = render(tui.Dashboard(snap, live_state(0)), width=80, height=24)
-    assert re.search(r"ebpf blocked 1,234\s+passed 56", text)
+    # the layout app/live.py puts there: bpf.pins counters, summed over CPUs
+    snap.extra["ebpf"] = {"blocked": {"packets": 1234, "bytes": 98_000},
+                          "passed": {"packets": 56, "bytes": 3_500}}
+    text = render(tui.Dashboard(snap, live_state(0)), width=100, height=24)
+    assert re.search(r"ebpf blocked 1,234 pkts 95\.7 KiB\s+passed 56 pkts 3\.4 KiB", text)
     assert len(text.splitlines()) == 24
 
 
