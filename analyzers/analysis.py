@@ -17,6 +17,7 @@ from pktscope.analyzers.flows import (
 from pktscope.analyzers.fragments import FragmentTracker
 from pktscope.analyzers.keys import endpoint_keys, extend, pair_keys
 from pktscope.analyzers.snapshot import Snapshot, top_flows
+from pktscope.capture.batch import Batch
 from pktscope.capture.linktypes import linktype_name
 from pktscope.decoders import protocols as p
 from pktscope.decoders.columns import (
@@ -32,6 +33,7 @@ from pktscope.decoders.columns import (
     STATUS_NAMES,
     STATUS_OK,
 )
+from pktscope.decoders.tunnels import tunnel_layers, tunnel_rows
 
 _ENCAP_NAMES = ((ENCAP_VLAN, "802.1Q"), (ENCAP_QINQ, "802.1ad (QinQ)"), (ENCAP_MPLS, "MPLS"),
                 (ENCAP_PPPOE, "PPPoE"), (ENCAP_LLC, "802.2 LLC"))
@@ -130,9 +132,10 @@ class Analysis:
         self._hosts_tally = _Tally(4, 16)  # address key -> [sent p, sent B, recv p, recv B], address
         self._ports_tally = _Tally(2)  # proto << 16 | port -> [packets, bytes]
         self._conv_tally = {name: _Tally() for name in self.snap.conv_keys}
+        self._inner_fragments = FragmentTracker()  # IP fragments inside tunnels (conversations only)
 
-    def feed(self, cols: np.ndarray) -> None:
-        """Account one decoded batch."""
+    def feed(self, cols: np.ndarray, batch: Batch | None = None) -> None:
+        """Account one decoded batch; given the Batch too, conversations inside tunnels are counted."""
         if len(cols) == 0:
             return
         s = self.snap
@@ -159,6 +162,8 @@ class Analysis:
         src_end = extend(src_host, ip["sport"])
         dst_end = extend(dst_host, ip["dport"])
         self._conversations(ip, src_host, dst_host, src_end, dst_end, completed)
+        if batch is not None:
+            self._tunnel_conversations(batch, cols)
         if len(ip):
             self._hosts(ip, src_host, dst_host)
             self._ports(ip)
@@ -207,6 +212,18 @@ class Analysis:
             keys = ends[proto == number]
             if len(keys):
                 self._conv_tally[name].add(keys)
+
+    def _tunnel_conversations(self, batch: Batch, cols: np.ndarray) -> None:
+        """tshark's conversations of the packets inside tunnels (GRE, VXLAN, IP in IP, ...), by the same rules."""
+        if len(tunnel_rows(cols)) == 0:
+            return
+        for _inner, inner_cols in tunnel_layers(batch, cols):
+            completed = self._inner_fragments.process(inner_cols)
+            ip = inner_cols[(inner_cols["ip_version"] != 0) & (inner_cols["depth"] >= DEPTH_NETWORK)]
+            src_host = endpoint_keys(ip["src"])
+            dst_host = endpoint_keys(ip["dst"])
+            self._conversations(ip, src_host, dst_host, extend(src_host, ip["sport"]),
+                                extend(dst_host, ip["dport"]), completed)
 
     def _hosts(self, ip: np.ndarray, src_host: np.ndarray, dst_host: np.ndarray) -> None:
         wire = ip["wire_len"].astype(np.int64)

@@ -205,7 +205,7 @@ def worker_main(cfg: LiveConfig, index: int, conn: Connection, stop: Any, remain
                         batch = _head(batch, take)
                 if writer is not None and not writer.finished:
                     writer.write(batch)
-                analysis.feed(decode_batch(batch))
+                analysis.feed(decode_batch(batch), batch)
                 packets += len(batch)
             if exporter is not None:
                 exporter.tick()

@@ -93,7 +93,7 @@ def analyse_reader(
 
     for batch in filtered(counted(), frame_filter):
         cols = decode_batch(batch)
-        analysis.feed(cols)
+        analysis.feed(cols, batch)
         if on_columns is not None:
             on_columns(cols)
     return frames

@@ -66,6 +66,7 @@ class _Row:
         "jumbo",
         "l4_len",
         "more_frags",
+        "payload_offset",
         "proto",
         "sport",
         "src",
@@ -99,6 +100,10 @@ class _Row:
         self.tags = 0
         self.jumbo = False  # an IPv6 jumbogram (RFC 2675)
         self.l4_len = 0  # transport bytes as the IP header reports them (not as captured)
+        # where the last layer walked hands over in the frame: the network header once an EtherType is
+        # known, the transport header once IP's headers are walked (tunnels.py opens what follows);
+        # transient, not a column
+        self.payload_offset = 0
 
     def short(self) -> None:
         """A header runs past the captured bytes: truncated by the snaplen, or malformed if not cut."""
@@ -210,6 +215,7 @@ def _family(r: _Row, family: int, buf: bytes) -> None:
 
 def _ethertype(r: _Row, etype: int, buf: bytes) -> None:
     r.ethertype = etype
+    r.payload_offset = r.caplen - len(buf)  # link layers only ever cut headers off the front
     decoder = ETHERTYPE_DECODERS.get(etype)
     if decoder is not None:
         decoder(r, buf)
@@ -319,6 +325,7 @@ def _ipv4(r: _Row, buf: bytes) -> None:
         # A first fragment whose payload was not all captured cannot be reassembled; tshark then
         # dissects it as a whole datagram (packet-ip.c: reassembly needs tvb_bytes_exist).
         r.frag = FRAG_FIRST if len(payload) >= r.l4_len else FRAG_NONE
+    r.payload_offset += ihl
     _transport(r, ip.p, payload)
 
 
@@ -400,6 +407,7 @@ def _ipv6(r: _Row, buf: bytes) -> None:
         return
     r.depth = DEPTH_NETWORK
     r.l4_len = end - off
+    r.payload_offset += off
     _transport(r, nxt, buf[off:])
 
 
@@ -439,6 +447,7 @@ def _ah(r: _Row, buf: bytes) -> None:
         r.short()
         return
     r.l4_len -= hdrlen
+    r.payload_offset += hdrlen
     _transport(r, buf[0], buf[hdrlen:])
 
 
@@ -543,6 +552,17 @@ IP_PROTO_DECODERS: dict[int, Decoder] = {
 _SCALARS = ("wire_len", "cap_len", "linktype", "ethertype", "vlan", "encap", "ip_version", "proto",
             "tcp_flags", "sport", "dport", "frag", "more_frags", "frag_offset", "frag_len", "ip_id",
             "depth", "status")
+
+
+def walk_frame(frame: bytes, linktype: int, wirelen: int | None = None) -> _Row:
+    """One frame's headers walked as decode_batch walks them, with the transient `payload_offset`."""
+    r = _Row(len(frame), len(frame) if wirelen is None else wirelen)
+    decoder = LINK_DECODERS.get(linktype)
+    if decoder is None:
+        r.status = STATUS_UNSUPPORTED
+    else:
+        decoder(r, frame)
+    return r
 
 
 def decode_frame(frame: bytes, linktype: int, wirelen: int | None = None) -> np.ndarray:
