@@ -3,11 +3,22 @@
 A flow is keyed by (IP version, VLAN, protocol, and the unordered pair of (address, port) endpoints).
 Endpoint A is the source of the first packet seen, so "a->b" reads as "initiator -> responder".
 Work is done a batch at a time: rows are grouped by flow key with numpy, cut into segments where a
-flow was idle longer than the idle timeout, summed per segment, and only segments reach Python.
+flow was idle longer than the idle timeout, summed per segment, and the segments are merged into the
+live flows as numpy arrays (struct of arrays, one slot per live flow, found through a sorted key index).
+`Flow` objects are built only for flows that end and for the live flows a caller asks for.
+
+The result is the one of walking the segments one by one in order of their last packet, each added to
+its flow (`live` kept in least-recently-updated order): a flow idle longer than the idle timeout ends
+before the segment starts a new one; a segment that would take its flow past the active timeout is
+cut at the packet that does; a new flow beyond `max_flows` evicts the least recently updated one; after
+the batch, flows idle at the batch's last timestamp end, taken from the least recently updated on. The
+segments are applied a run at a time; a run whose evictions would hit a flow that the same run updates
+is split until they no longer do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +35,19 @@ END_IDLE = "idle"
 END_ACTIVE = "active"
 END_EVICTED = "evicted"
 END_EOF = "end"
+
+# one live flow (a slot); counters in the key's canonical orientation: "lo" is the end with the
+# smaller endpoint key, `a_is_lo` tells whether A (the first packet's source) is that end
+_SLOT_DTYPE = np.dtype([
+    ("key", "<u8"), ("first_ns", "<i8"), ("last_ns", "<i8"),
+    ("pk_lo", "<i8"), ("by_lo", "<i8"), ("pk_hi", "<i8"), ("by_hi", "<i8"),
+    ("fl_lo", "u1"), ("fl_hi", "u1"), ("a_is_lo", "?"),
+    ("ip_version", "u1"), ("proto", "u1"), ("vlan", "<u2"), ("a_port", "<u2"), ("b_port", "<u2"),
+    ("a_addr", "u1", (16,)), ("b_addr", "u1", (16,)),
+])
+_SUMS = ("pk_lo", "by_lo", "pk_hi", "by_hi")
+_FLAGS = ("fl_lo", "fl_hi")
+_NEVER = np.iinfo(np.int64).max
 
 
 @dataclass(slots=True)
@@ -58,6 +82,75 @@ class Flow:
         return self.bytes_ab + self.bytes_ba
 
 
+def _flows(states: np.ndarray, reasons: list[str] | str) -> list[Flow]:
+    """Flow objects of slot records (`_SLOT_DTYPE`), with their end reasons."""
+    n = len(states)
+    if n == 0:
+        return []
+    if isinstance(reasons, str):
+        reasons = [reasons] * n
+    a_lo = states["a_is_lo"]
+    cols = [states[name].tolist() for name in ("key", "ip_version", "proto", "vlan")]
+    a_addr = np.ascontiguousarray(states["a_addr"]).tobytes()
+    b_addr = np.ascontiguousarray(states["b_addr"]).tobytes()
+    ab = [np.where(a_lo, states[lo], states[hi]).tolist()
+          for lo, hi in (("pk_lo", "pk_hi"), ("by_lo", "by_hi"))]
+    ba = [np.where(a_lo, states[hi], states[lo]).tolist()
+          for lo, hi in (("pk_lo", "pk_hi"), ("by_lo", "by_hi"))]
+    fl_ab = np.where(a_lo, states["fl_lo"], states["fl_hi"]).tolist()
+    fl_ba = np.where(a_lo, states["fl_hi"], states["fl_lo"]).tolist()
+    return [
+        Flow(key, ipv, proto, vlan, a_addr[16 * i : 16 * i + 16], a_port, b_addr[16 * i : 16 * i + 16], b_port,
+             first, last, pab, bab, pba, bba, fab, fba, reason, lo)
+        for i, (key, ipv, proto, vlan, a_port, b_port, first, last, pab, bab, pba, bba, fab, fba, reason, lo)
+        in enumerate(zip(*cols, states["a_port"].tolist(), states["b_port"].tolist(), states["first_ns"].tolist(),
+                         states["last_ns"].tolist(), ab[0], ab[1], ba[0], ba[1], fl_ab, fl_ba, reasons,
+                         a_lo.tolist()))
+    ]
+
+
+class LiveFlows(Mapping[int, Flow]):
+    """A read-only view of the live flows by key, in least-recently-updated order (Flows built on access)."""
+
+    def __init__(self, table: FlowTable) -> None:
+        self._table = table
+
+    def __len__(self) -> int:
+        return len(self._table._lru)
+
+    def __iter__(self) -> Iterator[int]:
+        t = self._table
+        return iter(t._slots["key"][t._lru].tolist())
+
+    def __getitem__(self, key: int) -> Flow:
+        slot = self._table._slot_of(np.array([key], dtype=np.uint64))[0]
+        if slot < 0:
+            raise KeyError(key)
+        return _flows(self._table._slots[[slot]], "")[0]
+
+    def values(self) -> list[Flow]:  # type: ignore[override]
+        t = self._table
+        return _flows(t._slots[t._lru], "")
+
+
+@dataclass
+class _Segments:
+    """One batch's rows sorted by (flow key, time), and its segments in order of their last packet."""
+
+    k: np.ndarray  # sorted keys
+    t: np.ndarray  # their timestamps
+    fwd: np.ndarray  # row goes lo -> hi
+    size: np.ndarray
+    flags: np.ndarray
+    order: np.ndarray  # sorted position -> row of the batch
+    start: np.ndarray  # per segment (walk order): first sorted position
+    end: np.ndarray  # one past the last
+    key: np.ndarray
+    t0: np.ndarray
+    t1: np.ndarray
+    sums: dict[str, np.ndarray]  # per segment (walk order): pk_lo, by_lo, pk_hi, by_hi, fl_lo, fl_hi
+
+
 class FlowTable:
     """Live flows, bounded; flows that end are appended to `ended` for the caller to drain."""
 
@@ -70,12 +163,24 @@ class FlowTable:
         self.idle_ns = int(idle_timeout * NS)
         self.active_ns = int(active_timeout * NS)
         self.max_flows = max_flows
-        self.live: dict[int, Flow] = {}  # kept in least-recently-updated order
         self.ended: list[Flow] = []
         self.evictions = 0
         self.created = 0
         self.now_ns = 0
+        self._slots = np.zeros(1024, dtype=_SLOT_DTYPE)
+        self._top = 0  # slots below are in use or free
+        self._free = np.zeros(0, dtype=np.int64)
+        self._index_keys = np.zeros(0, dtype=np.uint64)  # live keys, sorted
+        self._index_slots = np.zeros(0, dtype=np.int64)
+        self._lru = np.zeros(0, dtype=np.int64)  # live slots, least recently updated first
         self._rows: np.ndarray | None = None  # the IP rows of the batch being accounted
+
+    @property
+    def live(self) -> LiveFlows:
+        """The live flows by key, least recently updated first."""
+        return LiveFlows(self)
+
+    # -- batches ----------------------------------------------------------------------------------
 
     def update(self, cols: np.ndarray, src_key: np.ndarray | None = None,
                dst_key: np.ndarray | None = None) -> None:
@@ -85,134 +190,387 @@ class FlowTable:
         already computed by the caller for other counters.
         """
         ip = (cols["ip_version"] != 0) & (cols["depth"] >= DEPTH_NETWORK)
-        rows = cols[ip] if not ip.all() else cols
+        rows = cols if ip.all() else cols[ip]
         if len(rows) == 0:
             return
         if src_key is None or dst_key is None:
             src_key = endpoint_keys(rows["src"], rows["sport"])
             dst_key = endpoint_keys(rows["dst"], rows["dport"])
+        seg = self._segments(rows, src_key, dst_key)
+        self._rows = rows
+        m = len(seg.key)
+        at, run = 0, m
+        while at < m:
+            stop = min(m, at + run)
+            fits = self._apply(seg, at, stop)
+            if fits == stop - at:
+                at, run = stop, min(m, 2 * run)
+            else:  # evictions would reach a flow this run updates: the longest run that is safe
+                run = fits
+        self._rows = None
+        self.now_ns = max(self.now_ns, int(seg.t.max()))
+        self._expire_idle()
+
+    def _segments(self, rows: np.ndarray, src_key: np.ndarray, dst_key: np.ndarray) -> _Segments:
         forward = src_key <= dst_key  # the row goes from the canonical "lo" end to "hi"
         meta = (rows["ip_version"].astype(np.uint64) << np.uint64(24)) | (
             rows["proto"].astype(np.uint64) << np.uint64(16)) | rows["vlan"].astype(np.uint64)
         keys = combine(np.minimum(src_key, dst_key), np.maximum(src_key, dst_key), meta)
         ts = rows["ts_ns"]
-        order = np.lexsort((ts, keys))
+        if len(ts) < 2 or (ts[1:] >= ts[:-1]).all():
+            order = np.argsort(keys, kind="stable")  # rows in time order already: ties keep it
+        else:
+            order = np.lexsort((ts, keys))
         k = keys[order]
         t = ts[order]
-        starts = np.ones(len(k), dtype=bool)
+        n = len(k)
+        starts = np.ones(n, dtype=bool)
         starts[1:] = (k[1:] != k[:-1]) | ((t[1:] - t[:-1]) > self.idle_ns)
-        seg = np.flatnonzero(starts)
+        first = np.flatnonzero(starts)
+        last = np.append(first[1:], n) - 1
         fwd = forward[order]
         size = rows["wire_len"][order].astype(np.int64)
         flags = rows["tcp_flags"][order]
-        pk_f = np.add.reduceat(fwd.astype(np.int64), seg)
-        by_f = np.add.reduceat(np.where(fwd, size, 0), seg)
-        pk_all = np.diff(np.append(seg, len(k)))
-        by_all = np.add.reduceat(size, seg)
-        fl_f = np.bitwise_or.reduceat(np.where(fwd, flags, 0), seg)
-        fl_b = np.bitwise_or.reduceat(np.where(fwd, 0, flags), seg)
-        last_idx = np.append(seg[1:], len(k)) - 1
-        first_ts = t[seg]
-        last_ts = t[last_idx]
-        # walk segments in order of their last packet, so that the live table stays in
-        # least-recently-seen order (idle expiry and eviction read it from the front); Python sees
-        # plain ints, one segment (a flow's packets in this batch) at a time
-        walk = np.argsort(last_ts, kind="stable")
-        seg_w = seg[walk]
-        self._rows = rows
-        live = self.live
-        idle_ns = self.idle_ns
-        active_ns = self.active_ns
-        for s, key, row, first_fwd, t0, t1, a, b, c, d, e, f in zip(
-            walk.tolist(), k[seg_w].tolist(), order[seg_w].tolist(), fwd[seg_w].tolist(),
-            first_ts[walk].tolist(), last_ts[walk].tolist(), pk_f[walk].tolist(), by_f[walk].tolist(),
-            (pk_all - pk_f)[walk].tolist(), (by_all - by_f)[walk].tolist(), fl_f[walk].tolist(),
-            fl_b[walk].tolist(),
-        ):
-            flow = live.get(key)
-            reach = flow.first_ns if flow is not None and t0 - flow.last_ns <= idle_ns else t0
-            if t1 - reach > active_ns:
-                # the flow passes its active timeout inside this segment: cut it exactly there
-                self._per_packet(rows, order[int(seg[s]) : int(last_idx[s]) + 1], keys, forward)
-                continue
-            self._add(key, row, first_fwd, t0, t1, a, b, c, d, e, f)
-        self._rows = None
-        self.now_ns = max(self.now_ns, int(ts.max()))
-        self._expire_idle()
+        pk_lo = np.add.reduceat(fwd.astype(np.int64), first)
+        by_all = np.add.reduceat(size, first)
+        by_lo = np.add.reduceat(np.where(fwd, size, 0), first)
+        sums = {
+            "pk_lo": pk_lo, "by_lo": by_lo, "pk_hi": (last - first + 1) - pk_lo, "by_hi": by_all - by_lo,
+            "fl_lo": np.bitwise_or.reduceat(np.where(fwd, flags, 0), first),
+            "fl_hi": np.bitwise_or.reduceat(np.where(fwd, 0, flags), first),
+        }
+        # segments in order of their last packet: the order the live table is updated in
+        walk = np.argsort(t[last], kind="stable")
+        return _Segments(
+            k=k, t=t, fwd=fwd, size=size, flags=flags, order=order,
+            start=first[walk], end=last[walk] + 1, key=k[first[walk]], t0=t[first[walk]], t1=t[last[walk]],
+            sums={name: v[walk] for name, v in sums.items()},
+        )
 
-    def _per_packet(self, rows: np.ndarray, idx: np.ndarray, keys: np.ndarray, forward: np.ndarray) -> None:
-        # the rare segment longer than the active timeout: one packet at a time, exactly
-        for i in idx.tolist():
-            row = rows[i]
-            f = bool(forward[i])
-            size = int(row["wire_len"])
-            flags = int(row["tcp_flags"])
-            ts = int(row["ts_ns"])
-            self._add(int(keys[i]), i, f, ts, ts, int(f), size if f else 0, int(not f),
-                      0 if f else size, flags if f else 0, 0 if f else flags)
+    def _slot_of(self, keys: np.ndarray) -> np.ndarray:
+        """The live slot of each key, -1 for none."""
+        ik = self._index_keys
+        pos = np.searchsorted(ik, keys)
+        pos_in = np.minimum(pos, max(len(ik) - 1, 0))
+        found = (pos < len(ik)) & (ik[pos_in] == keys) if len(ik) else np.zeros(len(keys), dtype=bool)
+        return np.where(found, self._index_slots[pos_in] if len(ik) else -1, -1)
 
-    def _add(self, key: int, index: int, first_forward: bool, first_ns: int, last_ns: int,
-             pk_lo: int, by_lo: int, pk_hi: int, by_hi: int, fl_lo: int, fl_hi: int) -> None:
-        """Add a segment's sums (lo/hi orientation) to its flow; `index` is its first row in `_rows`."""
-        flow = self.live.pop(key, None)
-        if flow is not None and (first_ns - flow.last_ns > self.idle_ns):
-            self._end(flow, END_IDLE)
-            flow = None
-        if flow is not None and (last_ns - flow.first_ns > self.active_ns):
-            self._end(flow, END_ACTIVE)
-            flow = None
-        if flow is None:
-            row = self._rows[index]
-            flow = Flow(
-                key=key, ip_version=int(row["ip_version"]), proto=int(row["proto"]), vlan=int(row["vlan"]),
-                a_addr=row["src"].tobytes(), a_port=int(row["sport"]),
-                b_addr=row["dst"].tobytes(), b_port=int(row["dport"]),
-                first_ns=first_ns, last_ns=last_ns,
-            )
-            # A is the first packet's source: "lo" counters are A's when that packet went lo -> hi
-            flow.a_is_lo = first_forward
-            self.created += 1
-        if flow.a_is_lo:  # the batch sums are lo/hi; the flow's are A/B
-            flow.packets_ab += pk_lo
-            flow.bytes_ab += by_lo
-            flow.flags_ab |= fl_lo
-            flow.packets_ba += pk_hi
-            flow.bytes_ba += by_hi
-            flow.flags_ba |= fl_hi
-        else:
-            flow.packets_ab += pk_hi
-            flow.bytes_ab += by_hi
-            flow.flags_ab |= fl_hi
-            flow.packets_ba += pk_lo
-            flow.bytes_ba += by_lo
-            flow.flags_ba |= fl_lo
-        flow.first_ns = min(flow.first_ns, first_ns)
-        flow.last_ns = max(flow.last_ns, last_ns)
-        self.live[key] = flow
-        if len(self.live) > self.max_flows:
-            oldest = next(iter(self.live))
-            self._end(self.live.pop(oldest), END_EVICTED)
-            self.evictions += 1
+    def _apply(self, seg: _Segments, a: int, b: int) -> int:
+        """Merge segments a..b-1 (walk order) into the live flows and return b - a; or, when that run's
+        evictions would reach a flow the run itself updates, do nothing and return the length of a
+        shorter run (at least 1) that is safe."""
+        m = b - a
+        key = seg.key[a:b]
+        t0 = seg.t0[a:b]
+        t1 = seg.t1[a:b]
+        # the previous segment of the same key in this run (they are in time order), -1 for none
+        by_key = np.argsort(key, kind="stable")
+        same = key[by_key[1:]] == key[by_key[:-1]]
+        prev = np.full(m, -1, dtype=np.int64)
+        prev[by_key[1:][same]] = by_key[:-1][same]
+        is_last = np.ones(m, dtype=bool)
+        is_last[by_key[:-1][same]] = False
+        head = prev < 0
+        slot0 = np.where(head, self._slot_of(key), -1)
+        found = slot0 >= 0
+        old = self._slots[np.maximum(slot0, 0)]
+        idle_gap = found & (t0 - old["last_ns"] > self.idle_ns)
+        cont = found & ~idle_gap
+        reach = np.where(cont, old["first_ns"], t0)
+        cut = t1 - reach > self.active_ns  # cut where the active timeout falls
+        later = np.flatnonzero(~head)
+        back = prev[later]
+        stuck = cont[back] & ~cut[back] & (t0[later] - old["last_ns"][back] <= self.idle_ns)
+        if stuck.any():
+            # a live flow whose last packet is later than this run's (timestamps going back across
+            # batches) is not idle at the key's next segment: that segment goes in the next run
+            return int(later[stuck][0])
 
-    def _end(self, flow: Flow, reason: str) -> None:
-        flow.end_reason = reason
-        self.ended.append(flow)
+        # evictions: the c-th new key of the run evicts once the table is over its cap
+        live_n = len(self._lru)
+        new_key = np.flatnonzero(head & ~found)
+        spare = self.max_flows - live_n
+        evict_at = new_key[spare:] if len(new_key) > spare else new_key[:0]
+        victims = self._victims(slot0[found], np.flatnonzero(found), evict_at)
+        if isinstance(victims, int):
+            return victims
+
+        # pieces: a segment is one piece, or several where the active timeout cuts it
+        piece_seg = np.arange(m, dtype=np.int64)
+        piece_sub = np.zeros(m, dtype=np.int64)  # 0 for a segment's first piece, 2, 3, ... for cuts
+        piece_start = seg.start[a:b].copy()
+        piece_end = seg.end[a:b].copy()
+        piece_cont = cont.copy()  # the first piece continues the flow live before the run
+        ends_old_active = np.zeros(m, dtype=bool)  # the live flow ends active at the first packet
+        sums = {name: v[a:b] for name, v in seg.sums.items()}
+        cuts = np.flatnonzero(cut)
+        if len(cuts):
+            extra = self._cut(seg, cuts, a, cont, old["first_ns"], piece_end, ends_old_active, sums)
+            piece_cont &= ~ends_old_active
+            piece_seg = np.concatenate([piece_seg, extra[0]])
+            piece_sub = np.concatenate([piece_sub, extra[1]])
+            piece_start = np.concatenate([piece_start, extra[2]])
+            piece_end = np.concatenate([piece_end, extra[3]])
+            piece_cont = np.concatenate([piece_cont, np.zeros(len(extra[0]), dtype=bool)])
+            sums = {name: np.concatenate([v, extra[4][name]]) for name, v in sums.items()}
+            p_order = np.lexsort((piece_sub, piece_seg))
+            piece_seg, piece_sub, piece_start, piece_end, piece_cont = (
+                piece_seg[p_order], piece_sub[p_order], piece_start[p_order], piece_end[p_order],
+                piece_cont[p_order])
+            sums = {name: v[p_order] for name, v in sums.items()}
+        n_pieces = len(piece_seg)
+        first_piece = np.searchsorted(piece_seg, np.arange(m))  # of each segment
+        last_piece = np.append(first_piece[1:], n_pieces) - 1
+
+        # the state each piece leaves its flow in
+        state = np.zeros(n_pieces, dtype=_SLOT_DTYPE)
+        fresh = ~piece_cont
+        rows = self._rows[seg.order[piece_start[fresh]]]
+        f = state[fresh]
+        f["key"] = seg.k[piece_start[fresh]]
+        f["ip_version"] = rows["ip_version"]
+        f["proto"] = rows["proto"]
+        f["vlan"] = rows["vlan"]
+        f["a_addr"] = rows["src"]
+        f["a_port"] = rows["sport"]
+        f["b_addr"] = rows["dst"]
+        f["b_port"] = rows["dport"]
+        f["a_is_lo"] = seg.fwd[piece_start[fresh]]
+        f["first_ns"] = seg.t[piece_start[fresh]]
+        f["last_ns"] = seg.t[piece_end[fresh] - 1]
+        state[fresh] = f
+        kept = np.flatnonzero(piece_cont)
+        if len(kept):
+            c = old[piece_seg[kept]]
+            c["first_ns"] = np.minimum(c["first_ns"], seg.t[piece_start[kept]])
+            c["last_ns"] = np.maximum(c["last_ns"], seg.t[piece_end[kept] - 1])
+            state[kept] = c
+        for name in _SUMS:
+            state[name] += sums[name]
+        for name in _FLAGS:
+            state[name] |= sums[name].astype(np.uint8)
+        self.created += int(fresh.sum())
+
+        # flows that end in the run, in the order they end
+        ev_pos: list[np.ndarray] = []
+        ev_sub: list[np.ndarray] = []
+        ev_state: list[np.ndarray] = []
+        ev_reason: list[np.ndarray] = []
+        REASONS = (END_IDLE, END_ACTIVE, END_EVICTED)
+        gone_old = np.flatnonzero(idle_gap | ends_old_active)  # live flows ended by their own segment
+        ev_pos.append(gone_old)
+        ev_sub.append(np.zeros(len(gone_old), dtype=np.int64))
+        ev_state.append(old[gone_old])
+        ev_reason.append(np.where(idle_gap[gone_old], 0, 1))
+        later = np.flatnonzero(~head)  # a later segment of a key ends the previous one, idle
+        ev_pos.append(later)
+        ev_sub.append(np.zeros(len(later), dtype=np.int64))
+        ev_state.append(state[last_piece[prev[later]]])
+        ev_reason.append(np.zeros(len(later), dtype=np.int64))
+        cut_pieces = np.flatnonzero(piece_sub > 0)  # an active cut ends the piece before it
+        ev_pos.append(piece_seg[cut_pieces])
+        ev_sub.append(piece_sub[cut_pieces])
+        ev_state.append(state[cut_pieces - 1])
+        ev_reason.append(np.ones(len(cut_pieces), dtype=np.int64))
+        if len(evict_at):
+            ev_pos.append(evict_at)
+            ev_sub.append(np.ones(len(evict_at), dtype=np.int64))
+            ev_state.append(self._slots[victims])
+            ev_reason.append(np.full(len(evict_at), 2, dtype=np.int64))
+            self.evictions += len(evict_at)
+        parts = [i for i, p in enumerate(ev_pos) if len(p)]
+        if len(parts) == 1:
+            i = parts[0]
+            e_order = np.lexsort((ev_sub[i], ev_pos[i]))
+            self.ended.extend(_flows(ev_state[i][e_order], [REASONS[r] for r in ev_reason[i][e_order].tolist()]))
+        elif parts:
+            e_order = np.lexsort((np.concatenate([ev_sub[i] for i in parts]), np.concatenate([ev_pos[i] for i in parts])))
+            reasons = np.concatenate([ev_reason[i] for i in parts])[e_order].tolist()
+            states = np.concatenate([ev_state[i] for i in parts])[e_order]
+            self.ended.extend(_flows(states, [REASONS[r] for r in reasons]))
+
+        # the live table after the run: every key of the run lives on in its last piece
+        finals = np.flatnonzero(is_last)  # segments, in walk order
+        final_piece = last_piece[finals]
+        final_slot = np.full(len(finals), -1, dtype=np.int64)
+        head_of = finals.copy()  # the key's first segment in the run
+        while True:
+            back = prev[head_of]
+            if (back < 0).all():
+                break
+            head_of = np.where(back >= 0, back, head_of)
+        reused = piece_cont[final_piece]
+        final_slot[reused] = slot0[head_of[reused]]
+        victim_keys = self._slots["key"][victims]
+        # slots of live flows that ended (replaced by a new flow of their key, or evicted) are free again
+        retired = np.concatenate([slot0[gone_old], victims])
+        ended_cont = np.flatnonzero(cont & ~ends_old_active)
+        ended_cont = ended_cont[~np.isin(ended_cont, head_of[reused])]
+        retired = np.concatenate([retired, slot0[ended_cont]])
+        self._free = np.concatenate([self._free, retired])
+        fresh_final = np.flatnonzero(~reused)
+        final_slot[fresh_final] = self._alloc(len(fresh_final))
+        self._slots[final_slot] = state[final_piece]
+        touched = np.zeros(self._top, dtype=bool)
+        touched[slot0[found]] = True
+        touched[victims] = True
+        lru = self._lru
+        self._lru = np.concatenate([lru[~touched[lru]], final_slot])
+        # the key index: evicted keys leave, the run's keys point at their final slots
+        self._reindex(victim_keys, key[finals], final_slot)
+        return m
+
+    def _victims(self, found_slots: np.ndarray, found_at: np.ndarray, evict_at: np.ndarray) -> np.ndarray | int:
+        """The slots evicted at positions `evict_at` of a run, least recently updated first; or, when one
+        of them would be a flow the run updates, the length of the run before that eviction (at least 1)."""
+        e = len(evict_at)
+        if e == 0:
+            return np.zeros(0, dtype=np.int64)
+        lru = self._lru
+        touch = np.full(self._top, _NEVER, dtype=np.int64)
+        touch[found_slots] = found_at
+        t = touch[lru]
+        untouched = t == _NEVER
+        u = np.flatnonzero(untouched)
+        safe = _NEVER
+        if len(u) < e:
+            safe = int(evict_at[len(u)])  # that eviction would take a flow updated in the run
+            e = len(u)
+        if e:
+            # a flow updated by the run, ahead of the last victim in the LRU order, must have moved to
+            # the back (been updated) before the eviction that would otherwise take it
+            ahead = np.flatnonzero(~untouched[: u[e - 1]])
+            if len(ahead):
+                number = np.cumsum(untouched)[ahead]  # untouched flows ahead of it: its eviction's number
+                taken = t[ahead] > evict_at[number]
+                if taken.any():
+                    safe = min(safe, int(evict_at[number[taken]].min()))
+        if safe != _NEVER:
+            return max(safe, 1)
+        return lru[u[:e]]
+
+    def _cut(self, seg: _Segments, cuts: np.ndarray, a: int, cont: np.ndarray, old_first: np.ndarray,
+             piece_end: np.ndarray, ends_old_active: np.ndarray, sums: dict[str, np.ndarray]) -> tuple:
+        """Cut the segments that pass the active timeout at the packets that do (packet-time exact)."""
+        t = seg.t
+        active = self.active_ns
+        e_seg: list[int] = []
+        e_sub: list[int] = []
+        e_start: list[int] = []
+        e_end: list[int] = []
+        for j in cuts.tolist():
+            s, e = int(seg.start[a + j]), int(seg.end[a + j])
+            bounds = [s]
+            if cont[j]:
+                first = int(old_first[j])
+                if int(t[s]) - first > active:
+                    ends_old_active[j] = True
+                    first = int(t[s])
+                else:
+                    first = min(first, int(t[s]))
+            else:
+                first = int(t[s])
+            at = s
+            while True:
+                at = s + int(np.searchsorted(t[s:e], first + active, side="right"))
+                if at >= e:
+                    break
+                bounds.append(at)
+                first = int(t[at])
+            bounds.append(e)
+            piece_end[j] = bounds[1]
+            for i in range(1, len(bounds) - 1):
+                e_seg.append(j)
+                e_sub.append(i + 1)
+                e_start.append(bounds[i])
+                e_end.append(bounds[i + 1])
+        starts = np.array(e_start, dtype=np.int64)
+        ends = np.array(e_end, dtype=np.int64)
+        # re-sum the cut segments' pieces (first pieces in place, the others appended), over their rows only
+        all_starts = np.concatenate([seg.start[a + cuts], starts])
+        all_ends = np.concatenate([piece_end[cuts], ends])
+        lengths = all_ends - all_starts
+        at = np.zeros(len(lengths), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=at[1:])
+        rows = np.repeat(all_starts - at, lengths) + np.arange(int(lengths.sum()))
+        fwd, size, flags = seg.fwd[rows], seg.size[rows], seg.flags[rows]
+        pk_lo = np.add.reduceat(fwd.astype(np.int64), at)
+        by_all = np.add.reduceat(size, at)
+        by_lo = np.add.reduceat(np.where(fwd, size, 0), at)
+        new = {"pk_lo": pk_lo, "by_lo": by_lo, "pk_hi": lengths - pk_lo, "by_hi": by_all - by_lo,
+               "fl_lo": np.bitwise_or.reduceat(np.where(fwd, flags, 0), at),
+               "fl_hi": np.bitwise_or.reduceat(np.where(fwd, 0, flags), at)}
+        k = len(cuts)
+        for name, values in sums.items():
+            values = values.copy()
+            values[cuts] = new[name][:k]
+            sums[name] = values
+        extra_sums = {name: v[k:] for name, v in new.items()}
+        return (np.array(e_seg, dtype=np.int64), np.array(e_sub, dtype=np.int64), starts, ends, extra_sums)
+
+    # -- the live table's storage -----------------------------------------------------------------
+
+    def _alloc(self, n: int) -> np.ndarray:
+        """n free slots (reused first, then new ones; the storage grows as needed)."""
+        take = min(n, len(self._free))
+        got = self._free[len(self._free) - take :]
+        self._free = self._free[: len(self._free) - take]
+        more = n - take
+        if self._top + more > len(self._slots):
+            grown = np.zeros(max(2 * len(self._slots), self._top + more), dtype=_SLOT_DTYPE)
+            grown[: self._top] = self._slots[: self._top]
+            self._slots = grown
+        fresh = np.arange(self._top, self._top + more, dtype=np.int64)
+        self._top += more
+        return np.concatenate([got, fresh])
+
+    def _reindex(self, gone: np.ndarray, keys: np.ndarray, slots: np.ndarray) -> None:
+        """Remove `gone` keys from the index, then point `keys` at `slots` (adding the new ones)."""
+        ik, islot = self._index_keys, self._index_slots
+        if len(gone):
+            keep = np.ones(len(ik), dtype=bool)
+            keep[np.searchsorted(ik, gone)] = False
+            ik, islot = ik[keep], islot[keep]
+        pos = np.searchsorted(ik, keys)
+        pos_in = np.minimum(pos, max(len(ik) - 1, 0))
+        known = (pos < len(ik)) & (ik[pos_in] == keys) if len(ik) else np.zeros(len(keys), dtype=bool)
+        islot[pos[known]] = slots[known]
+        add = ~known
+        if add.any():
+            order = np.argsort(keys[add])
+            new_keys = keys[add][order]
+            at = np.searchsorted(ik, new_keys)
+            ik = np.insert(ik, at, new_keys)
+            islot = np.insert(islot, at, slots[add][order])
+        self._index_keys, self._index_slots = ik, islot
+
+    def _remove(self, slots: np.ndarray) -> None:
+        """Take live slots out of the table (their flows have ended)."""
+        gone = self._slots["key"][slots]
+        keep = np.ones(len(self._index_keys), dtype=bool)
+        keep[np.searchsorted(self._index_keys, gone)] = False
+        self._index_keys = self._index_keys[keep]
+        self._index_slots = self._index_slots[keep]
+        self._free = np.concatenate([self._free, slots])
 
     def _expire_idle(self) -> None:
-        limit = self.now_ns - self.idle_ns
-        while self.live:
-            key = next(iter(self.live))
-            flow = self.live[key]
-            if flow.last_ns >= limit:
-                break
-            del self.live[key]
-            self._end(flow, END_IDLE)
+        lru = self._lru
+        if not len(lru):
+            return
+        busy = self._slots["last_ns"][lru] >= self.now_ns - self.idle_ns
+        stop = int(np.argmax(busy)) if busy.any() else len(lru)
+        if stop:
+            done = lru[:stop]
+            self.ended.extend(_flows(self._slots[done], END_IDLE))
+            self._remove(done)
+            self._lru = lru[stop:]
 
     def flush(self) -> None:
         """End every live flow (end of capture)."""
-        for flow in self.live.values():
-            self._end(flow, END_EOF)
-        self.live.clear()
+        lru = self._lru
+        self.ended.extend(_flows(self._slots[lru], END_EOF))
+        self._remove(lru)
+        self._lru = lru[:0]
 
     def drain(self) -> list[Flow]:
         """Take the flows that ended since the last drain."""

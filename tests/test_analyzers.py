@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 
+import numpy as np
 import pytest
 
 from pktscope.analyzers.analysis import Analysis
@@ -317,3 +318,133 @@ def test_absorb_of_two_halves_equals_the_whole() -> None:
     for half in halves:
         merged.absorb(analyse(half, **options)[0])
     assert snapshot_view(merged) == snapshot_view(whole)
+
+
+# --- the flow table against a plain model of its rules ---------------------------------------------
+
+class DictFlowTable:
+    """The flow table's rules, one segment at a time over a dict kept in least-recently-updated order.
+
+    A segment is a flow's run of packets in a batch, split where it was idle longer than the idle
+    timeout; segments are taken in order of their last packet; a segment that takes its flow past the
+    active timeout is taken one packet at a time. FlowTable must end the same flows, in the same order.
+    """
+
+    def __init__(self, idle: float, active: float, max_flows: int) -> None:
+        self.idle_ns, self.active_ns, self.max_flows = int(idle * NS), int(active * NS), max_flows
+        self.live: dict[int, list] = {}
+        self.ended: list[tuple] = []
+        self.now_ns = 0
+
+    def update(self, rows, keys) -> None:
+        fwd = [bool(x) for x in keys[1]]
+        key = keys[0].tolist()
+        ts = rows["ts_ns"].tolist()
+        order = sorted(range(len(rows)), key=lambda i: (key[i], ts[i]))
+        segs: list[list[int]] = []
+        for i in order:
+            if segs and key[segs[-1][-1]] == key[i] and ts[i] - ts[segs[-1][-1]] <= self.idle_ns:
+                segs[-1].append(i)
+            else:
+                segs.append([i])
+        for seg in sorted(segs, key=lambda s: ts[s[-1]]):
+            flow = self.live.get(key[seg[0]])
+            t0, t1 = ts[seg[0]], ts[seg[-1]]
+            reach = flow[0] if flow is not None and t0 - flow[1] <= self.idle_ns else t0
+            parts = [[i] for i in seg] if t1 - reach > self.active_ns else [seg]
+            for part in parts:
+                self._add(rows, key, fwd, ts, part)
+        self.now_ns = max(self.now_ns, max(ts))
+        while self.live:
+            k = next(iter(self.live))
+            if self.live[k][1] >= self.now_ns - self.idle_ns:
+                break
+            self._end(self.live.pop(k), END_IDLE)
+
+    def _add(self, rows, key, fwd, ts, part) -> None:
+        k, t0, t1 = key[part[0]], ts[part[0]], ts[part[-1]]
+        flow = self.live.pop(k, None)
+        if flow is not None and t0 - flow[1] > self.idle_ns:
+            self._end(flow, END_IDLE)
+            flow = None
+        if flow is not None and t1 - flow[0] > self.active_ns:
+            self._end(flow, END_ACTIVE)
+            flow = None
+        if flow is None:
+            r = rows[part[0]]
+            flow = [t0, t1, k, fwd[part[0]], r["src"].tobytes(), int(r["sport"]), r["dst"].tobytes(),
+                    int(r["dport"]), [0, 0], [0, 0], [0, 0]]  # packets, bytes, flags: [lo, hi]
+        for i in part:
+            side = 0 if fwd[i] else 1
+            flow[8][side] += 1
+            flow[9][side] += int(rows["wire_len"][i])
+            flow[10][side] |= int(rows["tcp_flags"][i])
+        flow[0], flow[1] = min(flow[0], t0), max(flow[1], t1)
+        self.live[k] = flow
+        if len(self.live) > self.max_flows:
+            self._end(self.live.pop(next(iter(self.live))), END_EVICTED)
+
+    def _end(self, flow: list, reason: str) -> None:
+        a = 0 if flow[3] else 1  # the counters' side of A
+        self.ended.append((flow[2], flow[4], flow[5], flow[6], flow[7], flow[0], flow[1], flow[8][a],
+                           flow[9][a], flow[8][1 - a], flow[9][1 - a], flow[10][a], flow[10][1 - a], reason))
+
+
+def table_tuple(f: Flow) -> tuple:
+    return (f.key, f.a_addr, f.a_port, f.b_addr, f.b_port, f.first_ns, f.last_ns, f.packets_ab, f.bytes_ab,
+            f.packets_ba, f.bytes_ba, f.flags_ab, f.flags_ba, f.end_reason)
+
+
+def random_traffic(seed: int, n: int, flows: int) -> list[Packet]:
+    """Packets of `flows` TCP/UDP flows in both directions, time mostly rising, sometimes going back."""
+    import random
+
+    rng = random.Random(seed)
+    ends = [(f"10.7.{i // 200}.{i % 200 + 1}", 1000 + i, "10.8.0.1", 80 + i % 3, TCP if i % 2 else UDP)
+            for i in range(flows)]
+    packets, t = [], 0.0
+    for _ in range(n):
+        t += rng.expovariate(2.0) if rng.random() > 0.02 else -rng.uniform(0, 8)  # a clock jump back
+        i = min(int(rng.paretovariate(1.0)) - 1, flows - 1)
+        a, sport, b, dport, proto = ends[i]
+        if rng.random() < 0.4:
+            a, sport, b, dport = b, dport, a, sport
+        data = bytes(rng.randrange(40))
+        frame = tcp(a, sport, b, dport, rng.choice([SYN, ACK, PSH | ACK, FIN]), data) if proto == TCP else \
+            udp(a, sport, b, dport, data)
+        packets.append((max(t, 0.0), frame))
+    return packets
+
+
+@pytest.mark.parametrize(("seed", "idle", "active", "max_flows"), [
+    (1, 120.0, 1800.0, 1_000_000), (2, 3.0, 10.0, 1_000_000), (3, 3.0, 10.0, 8), (4, 0.5, 2.0, 3),
+    (5, 1.0, 4.0, 12), (6, 2.0, 5.0, 1), (7, 5.0, 30.0, 15)])
+def test_flow_table_ends_the_flows_of_the_plain_model_in_its_order(seed: int, idle: float, active: float,
+                                                                   max_flows: int) -> None:
+    import random
+
+    from pktscope.analyzers.keys import combine, endpoint_keys
+
+    packets = random_traffic(seed, 1500, 60)
+    cols = decode_batch(batch(packets))
+    src = endpoint_keys(cols["src"], cols["sport"])
+    dst = endpoint_keys(cols["dst"], cols["dport"])
+    meta = (cols["ip_version"].astype("u8") << 24) | (cols["proto"].astype("u8") << 16) | cols["vlan"].astype("u8")
+    keys = (combine(np.minimum(src, dst), np.maximum(src, dst), meta), src <= dst)
+    table, model = FlowTable(idle, active, max_flows), DictFlowTable(idle, active, max_flows)
+    rng = random.Random(seed)
+    at = 0
+    while at < len(packets):
+        size = rng.choice([1, 2, 5, 17, 64, 300])
+        part = slice(at, at + size)
+        table.update(cols[part], src[part], dst[part])
+        model.update(cols[part], (keys[0][part], keys[1][part]))
+        at += size
+        assert list(table.live) == list(model.live)  # the same live flows, least recently updated first
+    table.flush()
+    for flow in model.live.values():
+        model._end(flow, END_EOF)
+    got = [table_tuple(f) for f in table.drain()]
+    assert {r for *_, r in got} >= ({END_IDLE, END_EOF} if max_flows > 100 else {END_EVICTED})
+    assert got == model.ended
+    assert table.evictions == sum(r == END_EVICTED for *_, r in got)
