@@ -51,13 +51,22 @@ _SCTP_LEN = 12
 _ICMP_LEN = 4
 
 _RAW_LINKS = (lt.LINKTYPE_RAW, *lt.LINKTYPE_RAW_ALIASES)
-_KNOWN_LINKS = np.array(sorted(reference.LINK_DECODERS), dtype=np.uint16)
-_VLAN_TYPES = np.array(p.VLAN_ETHERTYPES, dtype=np.int32)
+
+
+def _table(values: object, size: int = 1 << 16) -> np.ndarray:
+    """A lookup table: `table[v]` is whether v is one of `values` (cheaper than np.isin per batch)."""
+    table = np.zeros(size, dtype=bool)
+    table[list(values)] = True  # type: ignore[call-overload]
+    return table
+
+
+_KNOWN_LINKS = _table(reference.LINK_DECODERS)
+_VLAN_TYPES = _table(p.VLAN_ETHERTYPES)
 # EtherTypes whose frames always take the reference path (a label stack or PPP header to walk)
-_SLOW_ETHERTYPES = np.array([*p.VLAN_ETHERTYPES, p.ETH_P_MPLS_UC, p.ETH_P_MPLS_MC, p.ETH_P_PPPOE_SESS],
-                            dtype=np.int32)
-_IPV6_EXT = np.array(sorted(reference._IPV6_EXT), dtype=np.int32)
-_V4_MAPPED = np.frombuffer(b"\x00" * 10 + b"\xff\xff", dtype=np.uint8)
+_SLOW_ETHERTYPES = _table([*p.VLAN_ETHERTYPES, p.ETH_P_MPLS_UC, p.ETH_P_MPLS_MC, p.ETH_P_PPPOE_SESS])
+_IPV6_EXT = _table(reference._IPV6_EXT, 256)
+# ::ffff:0:0/96 (IPv4-mapped) as the third 32-bit word of an address, in memory order
+_V4_MAPPED_WORD = np.frombuffer(b"\x00\x00\xff\xff", dtype=np.uint32)[0]
 
 
 @dataclass
@@ -77,16 +86,15 @@ def _windows(raw: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
     Bytes past a frame's captured length belong to the next record: callers check lengths.
     """
     n = raw.shape[0]
-    starts = np.minimum(starts, n)
-    out = np.empty((starts.shape[0], width), dtype=np.uint8)
-    inside = starts <= n - width
     if n >= width:
-        out[inside] = np.lib.stride_tricks.sliding_window_view(raw, width)[starts[inside]]
-    tail = ~inside
-    if tail.any():
-        lo = int(starts[tail].min())
+        out = np.lib.stride_tricks.sliding_window_view(raw, width)[np.minimum(starts, n - width)]
+    else:
+        out = np.zeros((starts.shape[0], width), dtype=np.uint8)
+    tail = np.flatnonzero(starts > n - width)  # windows running past the buffer (its last frames)
+    if tail.shape[0]:
+        lo = int(min(starts[tail].min(), n))
         padded = np.concatenate([raw[lo:], np.zeros(width, dtype=np.uint8)])
-        out[tail] = np.lib.stride_tricks.sliding_window_view(padded, width)[starts[tail] - lo]
+        out[tail] = np.lib.stride_tricks.sliding_window_view(padded, width)[np.minimum(starts[tail], n) - lo]
     return out
 
 
@@ -127,7 +135,7 @@ def decode_batch_fast(batch: Batch) -> np.ndarray:
     link = batch.linktypes
 
     slow = np.zeros(n, dtype=bool)
-    unsupported = ~np.isin(link, _KNOWN_LINKS)
+    unsupported = ~_KNOWN_LINKS[link]
     cols["status"][unsupported] = STATUS_UNSUPPORTED
 
     # --- link layer: where the network header starts and what it is ---------------------------
@@ -141,9 +149,9 @@ def decode_batch_fast(batch: Batch) -> np.ndarray:
     if eth.any():
         slow |= eth & (cap < _ETH_LEN)
         t0 = _u16(lk, 12)
-        tag1 = eth & np.isin(t0, _VLAN_TYPES)
+        tag1 = eth & _VLAN_TYPES[t0]
         t1 = _u16(lk, 16)
-        tag2 = tag1 & np.isin(t1, _VLAN_TYPES)
+        tag2 = tag1 & _VLAN_TYPES[t1]
         t2 = _u16(lk, 20)
         slow |= (tag1 & (cap < _ETH_LEN + _VLAN_LEN)) | (tag2 & (cap < _ETH_LEN + 2 * _VLAN_LEN))
         slow |= eth & ~tag1 & (t0 <= 1500)  # 802.3 length field: LLC/SNAP
@@ -179,7 +187,7 @@ def decode_batch_fast(batch: Batch) -> np.ndarray:
                 family = np.where(le & 0xFFFF0000, family, le)
             etype[bsd] = _family_ethertype(family)[bsd]
             l3[bsd] = _AF_LEN
-    slow |= np.isin(etype, _SLOW_ETHERTYPES)
+    slow |= _SLOW_ETHERTYPES[etype]
     slow &= ~unsupported
     live = ~slow & ~unsupported
     depth = np.where(live, DEPTH_LINK, 0).astype(np.uint8)
@@ -207,7 +215,7 @@ def decode_batch_fast(batch: Batch) -> np.ndarray:
     bad |= v4 & (total != 0) & (total < ihl)
     plen6 = _u16(nw, 4).astype(np.int64)
     next6 = nw[:, 6].astype(np.int32)
-    bad |= v6 & ((avail < _IPV6_LEN) | (version != 6) | np.isin(next6, _IPV6_EXT))
+    bad |= v6 & ((avail < _IPV6_LEN) | (version != 6) | _IPV6_EXT[next6])
     bad |= arp & ((avail < _ARP_LEN) | (avail < 8 + 2 * (nw[:, 4].astype(np.int64) + nw[:, 5])))
     ok_net = ~bad
     ok4 = v4 & ok_net
@@ -227,16 +235,16 @@ def decode_batch_fast(batch: Batch) -> np.ndarray:
     later = fragmented & (fo != 0)
     first = fragmented & ~later & (payload >= l4_len)
 
-    src = np.zeros((net.shape[0], 16), dtype=np.uint8)
-    dst = np.zeros((net.shape[0], 16), dtype=np.uint8)
-    i4 = np.flatnonzero(ok4)
-    src[i4, :12] = _V4_MAPPED
-    dst[i4, :12] = _V4_MAPPED
-    src[i4, 12:] = nw[i4, 12:16]
-    dst[i4, 12:] = nw[i4, 16:20]
+    # addresses as four 32-bit words in memory order: IPv6 words 2-5 / 6-9 of the header, IPv4
+    # words 3 / 4 behind the mapped prefix
+    words = nw.view(np.uint32)
+    addr = np.zeros((net.shape[0], 2, 4), dtype=np.uint32)
+    addr[:, :, 2] = np.where(ok4, _V4_MAPPED_WORD, np.uint32(0))[:, None]
+    addr[:, :, 3] = np.where(ok4[:, None], words[:, 3:5], np.uint32(0))
     i6 = np.flatnonzero(ok6)
-    src[i6] = nw[i6, 8:24]
-    dst[i6] = nw[i6, 24:40]
+    if i6.shape[0]:
+        addr[i6] = words[i6, 2:10].reshape(-1, 2, 4)
+    addr = addr.view(np.uint8)
 
     # --- transport layer -------------------------------------------------------------------------
     ip_ok = ok4 | ok6
@@ -259,6 +267,7 @@ def decode_batch_fast(batch: Batch) -> np.ndarray:
     depth[net] = net_depth
     slow[net] = bad
 
+    whole = net.shape[0] == n  # every frame has a network header (the common case): no scatter
     for name, values in (
         ("ip_version", np.where(ok4, 4, np.where(ok6, 6, 0))),
         ("proto", np.where(ip_ok, proto, 0)),
@@ -271,14 +280,16 @@ def decode_batch_fast(batch: Batch) -> np.ndarray:
         ("frag_len", np.where(fragmented, l4_len, 0)),
         ("ip_id", np.where(fragmented, _u16(nw, 4), 0)),
     ):
-        column = np.zeros(n, dtype=COLUMNS_DTYPE.fields[name][0])
-        column[net] = values
-        cols[name] = column
-    addr = np.zeros((n, 16), dtype=np.uint8)
-    addr[net] = src
-    cols["src"] = addr
-    addr[net] = dst
-    cols["dst"] = addr
+        if whole:
+            cols[name] = values
+        else:
+            cols[name][net] = values
+    if whole:
+        cols["src"] = addr[:, 0]
+        cols["dst"] = addr[:, 1]
+    else:
+        cols["src"][net] = addr[:, 0]
+        cols["dst"][net] = addr[:, 1]
     cols["depth"] = depth
 
     # --- everything else: the reference decoder, merged back in place ----------------------------
