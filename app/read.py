@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,11 +15,13 @@ from pktscope.analyzers.analysis import Analysis
 from pktscope.analyzers.flows import Flow
 from pktscope.analyzers.snapshot import Snapshot
 from pktscope.app.cli import EXIT_INTERRUPTED, EXIT_OK, UserError
-from pktscope.app.export import FlowExporter, export_summary, open_exporter
-from pktscope.bpf.classic import CompiledFilter, FilterError, compile_filter
 from pktscope.capture.batch import Batch
 from pktscope.capture.files import CaptureError, CaptureReader, open_capture
 from pktscope.decoders import decode_batch
+
+if TYPE_CHECKING:
+    from pktscope.app.export import FlowExporter
+    from pktscope.bpf.classic import CompiledFilter
 
 PROGRESS_AFTER_S = 1.0
 
@@ -27,11 +30,15 @@ class FrameFilter:
     """A tcpdump expression run on file frames by libpcap, compiled once per link type met."""
 
     def __init__(self, expression: str) -> None:
+        from pktscope.bpf.classic import compile_filter  # libpcap, only when there is an expression
+
         self.expression = expression
         self._programs: dict[int, CompiledFilter | None] = {1: compile_filter(expression)}  # FilterError
 
     def _program(self, linktype: int) -> CompiledFilter | None:
         if linktype not in self._programs:
+            from pktscope.bpf.classic import FilterError, compile_filter
+
             try:
                 self._programs[linktype] = compile_filter(self.expression, linktype)
             except FilterError:  # e.g. `ether host` on raw IP: like tcpdump, such frames never match
@@ -152,6 +159,8 @@ def run_read(args: argparse.Namespace) -> int:
     with reader:
         frame_filter = None
         if expression:
+            from pktscope.bpf.classic import FilterError
+
             try:
                 frame_filter = FrameFilter(expression)
             except FilterError as exc:
@@ -198,6 +207,8 @@ def _exporter(args: argparse.Namespace) -> FlowExporter | None:
     """The --export exporter, or None; a collector that cannot be resolved or a file not opened: UserError."""
     if args.export is None:
         return None
+    from pktscope.app.export import open_exporter  # only with --export: keeps start-up short
+
     try:
         return open_exporter(args.export, args.export_domain, args.export_rotate_mb)
     except OSError as exc:
@@ -247,6 +258,8 @@ def _present(snap: Snapshot, args: argparse.Namespace) -> None:
     if source["truncated"]:  # type: ignore[index]
         rows.append(("warning", str(source["warning"])))  # type: ignore[index]
     if "export" in extra:
+        from pktscope.app.export import export_summary
+
         rows.append(("export", export_summary(args.export, extra["export"])))  # type: ignore[arg-type]
     snap.extra = {**extra, "report_rows": rows}
     report.render(snap, Console(), args.top, args.sort, "Capture summary")
