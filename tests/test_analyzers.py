@@ -448,3 +448,15 @@ def test_flow_table_ends_the_flows_of_the_plain_model_in_its_order(seed: int, id
     assert {r for *_, r in got} >= ({END_IDLE, END_EOF} if max_flows > 100 else {END_EVICTED})
     assert got == model.ended
     assert table.evictions == sum(r == END_EVICTED for *_, r in got)
+
+
+def test_grouping_order_is_a_stable_argsort_even_when_keys_share_their_high_bits() -> None:
+    from pktscope.analyzers.flows import _grouping_order
+
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 2**64 - 1, 50, dtype=np.uint64, endpoint=True)[rng.integers(0, 50, 5000)]
+    assert (_grouping_order(keys) == np.argsort(keys, kind="stable")).all()
+    clash = np.array([5, 4, 5, 4], dtype=np.uint64)  # equal above the two index bits, interleaved
+    order = _grouping_order(clash)
+    assert order is None or (order == np.argsort(clash, kind="stable")).all()
+    assert _grouping_order(np.array([4, 4, 5, 5], dtype=np.uint64)).tolist() == [0, 1, 2, 3]
