@@ -99,7 +99,10 @@ def _windows(raw: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
 
 
 def _u16(rows: np.ndarray, col: int) -> np.ndarray:
-    return (rows[:, col].astype(np.int32) << 8) | rows[:, col + 1]
+    """The big-endian 16-bit field at byte `col` of each row (windows are contiguous, fields even)."""
+    if col & 1 or rows.shape[1] & 1 or not rows.flags.c_contiguous:
+        return (rows[:, col].astype(np.int32) << 8) | rows[:, col + 1]
+    return rows.view(">u2")[:, col >> 1].astype(np.int32)
 
 
 def _u32le(rows: np.ndarray, col: int) -> np.ndarray:
@@ -200,11 +203,13 @@ def decode_batch_fast(batch: Batch) -> np.ndarray:
     is6 = live & (etype == p.ETH_P_IPV6)
     isarp = live & (etype == p.ETH_P_ARP)
     net = np.flatnonzero(is4 | is6 | isarp)
-    avail = cap[net] - l3[net]  # bytes captured from the network header on
-    nw = _windows(raw, off[net] + l3[net], NETWORK_WINDOW)
-    v4 = is4[net]
-    v6 = is6[net]
-    arp = isarp[net]
+    whole = net.shape[0] == n  # every frame has a network header (the common case): no gathers
+    l3_at = off + l3 if whole else off[net] + l3[net]
+    avail = cap - l3 if whole else cap[net] - l3[net]  # bytes captured from the network header on
+    nw = _windows(raw, l3_at, NETWORK_WINDOW)
+    v4 = is4 if whole else is4[net]
+    v6 = is6 if whole else is6[net]
+    arp = isarp if whole else isarp[net]
     bad = np.zeros(net.shape[0], dtype=bool)
     ok_net = np.zeros(net.shape[0], dtype=bool)
 
@@ -249,7 +254,7 @@ def decode_batch_fast(batch: Batch) -> np.ndarray:
     # --- transport layer -------------------------------------------------------------------------
     ip_ok = ok4 | ok6
     tr = ip_ok & ~later
-    tw = _windows(raw, off[net] + l3[net] + hdr, TRANSPORT_WINDOW)
+    tw = _windows(raw, l3_at + hdr, TRANSPORT_WINDOW)
     is_tcp = tr & (proto == p.IPPROTO_TCP)
     is_udp = tr & (proto == p.IPPROTO_UDP)
     is_sctp = tr & (proto == p.IPPROTO_SCTP)
@@ -267,19 +272,22 @@ def decode_batch_fast(batch: Batch) -> np.ndarray:
     depth[net] = net_depth
     slow[net] = bad
 
-    whole = net.shape[0] == n  # every frame has a network header (the common case): no scatter
-    for name, values in (
+    fields = [
         ("ip_version", np.where(ok4, 4, np.where(ok6, 6, 0))),
         ("proto", np.where(ip_ok, proto, 0)),
         ("tcp_flags", np.where(is_tcp & ~bad, tw[:, 13], 0)),
         ("sport", np.where(ported, _u16(tw, 0), 0)),
         ("dport", np.where(ported, _u16(tw, 2), 0)),
-        ("frag", np.where(later, FRAG_LATER, np.where(first, FRAG_FIRST, FRAG_NONE))),
-        ("more_frags", np.where(fragmented, mf, 0)),
-        ("frag_offset", np.where(fragmented, fo, 0)),
-        ("frag_len", np.where(fragmented, l4_len, 0)),
-        ("ip_id", np.where(fragmented, _u16(nw, 4), 0)),
-    ):
+    ]
+    if fragmented.any():  # the columns start zeroed: without fragments these stay so
+        fields += [
+            ("frag", np.where(later, FRAG_LATER, np.where(first, FRAG_FIRST, FRAG_NONE))),
+            ("more_frags", np.where(fragmented, mf, 0)),
+            ("frag_offset", np.where(fragmented, fo, 0)),
+            ("frag_len", np.where(fragmented, l4_len, 0)),
+            ("ip_id", np.where(fragmented, _u16(nw, 4), 0)),
+        ]
+    for name, values in fields:
         if whole:
             cols[name] = values
         else:
