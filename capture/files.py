@@ -238,21 +238,38 @@ class CaptureReader:
                 return
             starts = array("q")
             push = starts.append
+            # the hot loop: one unpack per record, no per-packet objects, no bounds test. `at` is the
+            # caplen field of the record at `at - cap_field`; an unpack past the buffer's end raises,
+            # a record running past it ends the walk, and caplens over the limit are found afterwards
+            # (records walked after one are discarded). The chunk is cut into batches afterwards.
+            at = cap_field
+            past = end + cap_field  # `at` of a record starting at the end of the buffer
+            try:
+                while True:
+                    nxt = at + hlen + cap_at(buf, at)[0]
+                    if nxt > past:
+                        break
+                    push(at)
+                    at = nxt
+            except struct.error:
+                pass
+            pos = at - cap_field
+            st = np.frombuffer(starts, dtype=np.int64) - cap_field
             corrupt = 0
-            # the hot loop: one unpack per record, no per-packet objects; the chunk is cut into
-            # batches afterwards
-            while pos + hlen <= end:
+            if st.shape[0]:
+                raw = np.frombuffer(buf, dtype=np.uint8)
+                caps = np.lib.stride_tricks.sliding_window_view(raw, 4)[st + cap_field].view(self._order + "u4")
+                over = np.flatnonzero(caps[:, 0] > limit)
+                if over.shape[0]:
+                    corrupt = int(caps[over[0], 0])
+                    pos = int(st[over[0]])
+                    st = st[: over[0]]
+            cap = 0
+            if not corrupt and pos + hlen <= end:
                 cap = cap_at(buf, pos + cap_field)[0]
                 if cap > limit:
                     corrupt = cap
-                    break
-                nxt = pos + hlen + cap
-                if nxt > end:
-                    break
-                push(pos)
-                pos = nxt
-            if starts:
-                st = np.frombuffer(starts, dtype=np.int64)
+            if st.shape[0]:
                 for i in range(0, len(st), batch_frames):
                     part = st[i : i + batch_frames]
                     after = int(st[i + batch_frames]) if i + batch_frames < len(st) else pos
