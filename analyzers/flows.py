@@ -45,9 +45,27 @@ _SLOT_DTYPE = np.dtype([
     ("ip_version", "u1"), ("proto", "u1"), ("vlan", "<u2"), ("a_port", "<u2"), ("b_port", "<u2"),
     ("a_addr", "u1", (16,)), ("b_addr", "u1", (16,)),
 ])
+# whole records move through a void view: fancy indexing a structured dtype with sub-array fields
+# copies field by field, several times slower
+_SLOT_BYTES = np.dtype((np.void, _SLOT_DTYPE.itemsize))
 _SUMS = ("pk_lo", "by_lo", "pk_hi", "by_hi")
 _FLAGS = ("fl_lo", "fl_hi")
 _NEVER = np.iinfo(np.int64).max
+
+
+def _take(records: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """records[index] for slot records (a copy)."""
+    return records.view(_SLOT_BYTES)[index].view(_SLOT_DTYPE)
+
+
+def _put(records: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """records[index] = values for slot records."""
+    records.view(_SLOT_BYTES)[index] = values.view(_SLOT_BYTES)
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    """np.concatenate for slot records."""
+    return np.concatenate([part.view(_SLOT_BYTES) for part in parts]).view(_SLOT_DTYPE)
 
 
 @dataclass(slots=True)
@@ -146,11 +164,11 @@ class LiveFlows(Mapping[int, Flow]):
         slot = self._table._slot_of(np.array([key], dtype=np.uint64))[0]
         if slot < 0:
             raise KeyError(key)
-        return _flows(self._table._slots[[slot]], "")[0]
+        return _flows(_take(self._table._slots, np.array([slot])), "")[0]
 
     def values(self) -> list[Flow]:  # type: ignore[override]
         t = self._table
-        return _flows(t._slots[t._lru], "")
+        return _flows(_take(t._slots, t._lru), "")
 
 
 @dataclass
@@ -294,7 +312,7 @@ class FlowTable:
         head = prev < 0
         slot0 = np.where(head, self._slot_of(key), -1)
         found = slot0 >= 0
-        old = self._slots[np.maximum(slot0, 0)]
+        old = _take(self._slots, np.maximum(slot0, 0))
         idle_gap = found & (t0 - old["last_ns"] > self.idle_ns)
         cont = found & ~idle_gap
         reach = np.where(cont, old["first_ns"], t0)
@@ -347,7 +365,7 @@ class FlowTable:
         state = np.zeros(n_pieces, dtype=_SLOT_DTYPE)
         fresh = ~piece_cont
         rows = self._rows[seg.order[piece_start[fresh]]]
-        f = state[fresh]
+        f = _take(state, fresh)
         f["key"] = seg.k[piece_start[fresh]]
         f["ip_version"] = rows["ip_version"]
         f["proto"] = rows["proto"]
@@ -359,13 +377,13 @@ class FlowTable:
         f["a_is_lo"] = seg.fwd[piece_start[fresh]]
         f["first_ns"] = seg.t[piece_start[fresh]]
         f["last_ns"] = seg.t[piece_end[fresh] - 1]
-        state[fresh] = f
+        _put(state, fresh, f)
         kept = np.flatnonzero(piece_cont)
         if len(kept):
-            c = old[piece_seg[kept]]
+            c = _take(old, piece_seg[kept])
             c["first_ns"] = np.minimum(c["first_ns"], seg.t[piece_start[kept]])
             c["last_ns"] = np.maximum(c["last_ns"], seg.t[piece_end[kept] - 1])
-            state[kept] = c
+            _put(state, kept, c)
         for name in _SUMS:
             state[name] += sums[name]
         for name in _FLAGS:
@@ -381,33 +399,33 @@ class FlowTable:
         gone_old = np.flatnonzero(idle_gap | ends_old_active)  # live flows ended by their own segment
         ev_pos.append(gone_old)
         ev_sub.append(np.zeros(len(gone_old), dtype=np.int64))
-        ev_state.append(old[gone_old])
+        ev_state.append(_take(old, gone_old))
         ev_reason.append(np.where(idle_gap[gone_old], 0, 1))
         later = np.flatnonzero(~head)  # a later segment of a key ends the previous one, idle
         ev_pos.append(later)
         ev_sub.append(np.zeros(len(later), dtype=np.int64))
-        ev_state.append(state[last_piece[prev[later]]])
+        ev_state.append(_take(state, last_piece[prev[later]]))
         ev_reason.append(np.zeros(len(later), dtype=np.int64))
         cut_pieces = np.flatnonzero(piece_sub > 0)  # an active cut ends the piece before it
         ev_pos.append(piece_seg[cut_pieces])
         ev_sub.append(piece_sub[cut_pieces])
-        ev_state.append(state[cut_pieces - 1])
+        ev_state.append(_take(state, cut_pieces - 1))
         ev_reason.append(np.ones(len(cut_pieces), dtype=np.int64))
         if len(evict_at):
             ev_pos.append(evict_at)
             ev_sub.append(np.ones(len(evict_at), dtype=np.int64))
-            ev_state.append(self._slots[victims])
+            ev_state.append(_take(self._slots, victims))
             ev_reason.append(np.full(len(evict_at), 2, dtype=np.int64))
             self.evictions += len(evict_at)
         parts = [i for i, p in enumerate(ev_pos) if len(p)]
         if len(parts) == 1:
             i = parts[0]
             e_order = np.lexsort((ev_sub[i], ev_pos[i]))
-            self.ended.extend(_flows(ev_state[i][e_order], [REASONS[r] for r in ev_reason[i][e_order].tolist()]))
+            self.ended.extend(_flows(_take(ev_state[i], e_order), [REASONS[r] for r in ev_reason[i][e_order].tolist()]))
         elif parts:
             e_order = np.lexsort((np.concatenate([ev_sub[i] for i in parts]), np.concatenate([ev_pos[i] for i in parts])))
             reasons = np.concatenate([ev_reason[i] for i in parts])[e_order].tolist()
-            states = np.concatenate([ev_state[i] for i in parts])[e_order]
+            states = _take(_join([ev_state[i] for i in parts]), e_order)
             self.ended.extend(_flows(states, [REASONS[r] for r in reasons]))
 
         # the live table after the run: every key of the run lives on in its last piece
@@ -431,7 +449,7 @@ class FlowTable:
         self._free = np.concatenate([self._free, retired])
         fresh_final = np.flatnonzero(~reused)
         final_slot[fresh_final] = self._alloc(len(fresh_final))
-        self._slots[final_slot] = state[final_piece]
+        _put(self._slots, final_slot, _take(state, final_piece))
         touched = np.zeros(self._top, dtype=bool)
         touched[slot0[found]] = True
         touched[victims] = True
@@ -582,14 +600,14 @@ class FlowTable:
         stop = int(np.argmax(busy)) if busy.any() else len(lru)
         if stop:
             done = lru[:stop]
-            self.ended.extend(_flows(self._slots[done], END_IDLE))
+            self.ended.extend(_flows(_take(self._slots, done), END_IDLE))
             self._remove(done)
             self._lru = lru[stop:]
 
     def flush(self) -> None:
         """End every live flow (end of capture)."""
         lru = self._lru
-        self.ended.extend(_flows(self._slots[lru], END_EOF))
+        self.ended.extend(_flows(_take(self._slots, lru), END_EOF))
         self._remove(lru)
         self._lru = lru[:0]
 
