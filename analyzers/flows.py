@@ -51,6 +51,7 @@ _SLOT_BYTES = np.dtype((np.void, _SLOT_DTYPE.itemsize))
 _SUMS = ("pk_lo", "by_lo", "pk_hi", "by_hi")
 _FLAGS = ("fl_lo", "fl_hi")
 _NEVER = np.iinfo(np.int64).max
+_REASONS = (END_IDLE, END_ACTIVE, END_EVICTED)  # end events' reason codes 0, 1, 2
 
 
 def _take(records: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -395,7 +396,6 @@ class FlowTable:
         ev_sub: list[np.ndarray] = []
         ev_state: list[np.ndarray] = []
         ev_reason: list[np.ndarray] = []
-        REASONS = (END_IDLE, END_ACTIVE, END_EVICTED)
         gone_old = np.flatnonzero(idle_gap | ends_old_active)  # live flows ended by their own segment
         ev_pos.append(gone_old)
         ev_sub.append(np.zeros(len(gone_old), dtype=np.int64))
@@ -421,12 +421,12 @@ class FlowTable:
         if len(parts) == 1:
             i = parts[0]
             e_order = np.lexsort((ev_sub[i], ev_pos[i]))
-            self.ended.extend(_flows(_take(ev_state[i], e_order), [REASONS[r] for r in ev_reason[i][e_order].tolist()]))
+            self.ended.extend(_flows(_take(ev_state[i], e_order), [_REASONS[r] for r in ev_reason[i][e_order].tolist()]))
         elif parts:
             e_order = np.lexsort((np.concatenate([ev_sub[i] for i in parts]), np.concatenate([ev_pos[i] for i in parts])))
             reasons = np.concatenate([ev_reason[i] for i in parts])[e_order].tolist()
             states = _take(_join([ev_state[i] for i in parts]), e_order)
-            self.ended.extend(_flows(states, [REASONS[r] for r in reasons]))
+            self.ended.extend(_flows(states, [_REASONS[r] for r in reasons]))
 
         # the live table after the run: every key of the run lives on in its last piece
         finals = np.flatnonzero(is_last)  # segments, in walk order
