@@ -15,7 +15,7 @@ from pktscope.analyzers.flows import (
     FlowTable,
 )
 from pktscope.analyzers.fragments import FragmentTracker
-from pktscope.analyzers.keys import endpoint_keys, extend, pair_keys
+from pktscope.analyzers.keys import endpoint_keys, extend, groups, pair_keys, unique
 from pktscope.analyzers.snapshot import Snapshot, top_flows
 from pktscope.capture.batch import Batch
 from pktscope.capture.linktypes import linktype_name
@@ -40,12 +40,18 @@ _ENCAP_NAMES = ((ENCAP_VLAN, "802.1Q"), (ENCAP_QINQ, "802.1ad (QinQ)"), (ENCAP_M
 _PORT_PROTOS = (p.IPPROTO_TCP, p.IPPROTO_UDP, p.IPPROTO_SCTP)
 
 
-def _grouped(keys: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Unique keys, the index of a representative row, packets and bytes per key."""
-    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    packets = np.bincount(inverse, minlength=len(uniq))
-    nbytes = np.bincount(inverse, weights=sizes, minlength=len(uniq)).astype(np.int64)
-    return uniq, first, packets, nbytes
+# the ports tally counts in a table indexed by (the protocol's place here) << 16 | port
+_PORT_SLOT = np.full(256, len(_PORT_PROTOS), dtype=np.int64)
+_PORT_SLOT[list(_PORT_PROTOS)] = np.arange(len(_PORT_PROTOS))
+_NO_PORT = len(_PORT_PROTOS) << 16  # the bin of rows without a service port
+
+
+def _counted(values: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct small non-negative integers (ascending), packets and bytes of each: bincounts, no sort."""
+    packets = np.bincount(values)
+    nbytes = np.bincount(values, weights=sizes)
+    uniq = np.flatnonzero(packets)
+    return uniq, packets[uniq], nbytes[uniq].astype(np.int64)
 
 
 class _Tally:
@@ -64,6 +70,8 @@ class _Tally:
 
     def add(self, keys: np.ndarray, values: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
         """Count `values` (rows of `width` int64) under `keys`; `labels` (one row per key) ride along."""
+        if values is None and not self._width and not self._label_width:
+            keys = unique(keys)  # a set of keys: a batch's duplicates go at once, so merges stay small
         if values is None:
             values = np.zeros((len(keys), self._width), dtype=np.int64)
         if labels is None:
@@ -81,13 +89,16 @@ class _Tally:
             self._parts = []
             self._merged = self._pending = 0
             return
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+        if not self._width and not self._label_width:
+            uniq = unique(keys)
+            self._parts = [(uniq, np.zeros((len(uniq), 0), dtype=np.int64), np.zeros((len(uniq), 0), dtype=np.uint8))]
+            self._merged = self._pending = len(uniq)
+            return
+        order, starts, uniq = groups(keys)
         values = np.concatenate([v for _, v, _ in self._parts])[order]
         values = np.add.reduceat(values, starts, axis=0) if self._width else values[starts]
-        labels = np.concatenate([lab for _, _, lab in self._parts])[order][starts]
-        self._parts = [(keys[starts], values, labels)]
+        labels = np.concatenate([lab for _, _, lab in self._parts])[order[starts]]
+        self._parts = [(uniq, values, labels)]
         self._merged = self._pending = len(starts)
 
     def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,7 +141,8 @@ class Analysis:
         self._ended: list[Flow] = []
         self._evictions_taken = 0
         self._hosts_tally = _Tally(4, 16)  # address key -> [sent p, sent B, recv p, recv B], address
-        self._ports_tally = _Tally(2)  # proto << 16 | port -> [packets, bytes]
+        self._port_packets = np.zeros(_NO_PORT, dtype=np.int64)  # _PORT_SLOT[proto] << 16 | port
+        self._port_bytes = np.zeros(_NO_PORT, dtype=np.int64)
         self._conv_tally = {name: _Tally() for name in self.snap.conv_keys}
         self._inner_fragments = FragmentTracker()  # IP fragments inside tunnels (conversations only)
 
@@ -143,7 +155,7 @@ class Analysis:
         s.packets += len(cols)
         s.bytes += int(wire.sum())
         s.captured_bytes += int(cols["cap_len"].sum(dtype=np.int64))
-        ts = cols["ts_ns"]
+        ts = np.ascontiguousarray(cols["ts_ns"])  # one pass over the rows, then two over a column
         lo, hi = int(ts.min()), int(ts.max())
         s.first_ns = lo if s.first_ns is None else min(s.first_ns, lo)
         s.last_ns = hi if s.last_ns is None else max(s.last_ns, hi)
@@ -153,9 +165,12 @@ class Analysis:
                 s.status[STATUS_NAMES[code]] = s.status.get(STATUS_NAMES[code], 0) + count
 
         completed = self.fragments.process(cols)  # fills later fragments' ports first
-        self._protocols(cols, wire)
-        ip_rows = (cols["ip_version"] != 0) & (cols["depth"] >= DEPTH_NETWORK)
-        ip = cols if ip_rows.all() else cols[ip_rows]
+        depth = np.ascontiguousarray(cols["depth"])
+        ip_rows = (cols["ip_version"] != 0) & (depth >= DEPTH_NETWORK)
+        every_ip = bool(ip_rows.all())
+        self._protocols(cols, wire, depth, ip_rows, every_ip)
+        ip = cols if every_ip else cols[ip_rows]
+        ip_wire = wire if every_ip else wire[ip_rows]
         # endpoint keys, computed once per batch for conversations, talkers and flows
         src_host = endpoint_keys(ip["src"])
         dst_host = endpoint_keys(ip["dst"])
@@ -165,30 +180,36 @@ class Analysis:
         if batch is not None:
             self._tunnel_conversations(batch, cols)
         if len(ip):
-            self._hosts(ip, src_host, dst_host)
-            self._ports(ip)
+            self._hosts(ip, ip_wire, src_host, dst_host)
+            self._ports(ip, ip_wire)
         self.flows.update(ip, src_end, dst_end)
         self._collect_ended()
 
-    def _protocols(self, cols: np.ndarray, wire: np.ndarray) -> None:
+    def _protocols(self, cols: np.ndarray, wire: np.ndarray, depth: np.ndarray, ip: np.ndarray,
+                   every_ip: bool) -> None:
         s = self.snap
-        uniq, _, pk, by = _grouped(cols["linktype"], wire)
+        uniq, pk, by = _counted(np.ascontiguousarray(cols["linktype"]), wire)
         for link, count in zip(uniq.tolist(), pk.tolist()):
             s.linktypes[link] = s.linktypes.get(link, 0) + count
         _count_into(s.l2, [linktype_name(v) for v in uniq.tolist()], pk, by)
         encap = cols["encap"]
-        for bit, name in _ENCAP_NAMES:
-            tagged = (encap & bit) != 0
-            if tagged.any():
-                _count_into(s.l2, [name], np.array([tagged.sum()]), np.array([wire[tagged].sum()]))
-        linked = cols["depth"] >= DEPTH_LINK
+        if encap.any():
+            for bit, name in _ENCAP_NAMES:
+                tagged = (encap & bit) != 0
+                if tagged.any():
+                    _count_into(s.l2, [name], np.array([tagged.sum()]), np.array([wire[tagged].sum()]))
+        linked = depth >= DEPTH_LINK
+        if linked.all():
+            uniq, pk, by = _counted(np.ascontiguousarray(cols["ethertype"]), wire)
+        elif linked.any():
+            uniq, pk, by = _counted(cols["ethertype"][linked], wire[linked])
         if linked.any():
-            et = cols["ethertype"][linked]
-            uniq, _, pk, by = _grouped(et, wire[linked])
             _count_into(s.l3, [p.ethertype_name(v) if v else "none" for v in uniq.tolist()], pk, by)
-        ip = (cols["ip_version"] != 0) & (cols["depth"] >= DEPTH_NETWORK)
-        if ip.any():
-            uniq, _, pk, by = _grouped(cols["proto"][ip], wire[ip])
+        if every_ip:
+            uniq, pk, by = _counted(np.ascontiguousarray(cols["proto"]), wire)
+        elif ip.any():
+            uniq, pk, by = _counted(cols["proto"][ip], wire[ip])
+        if every_ip or ip.any():
             _count_into(s.l4, [p.ip_proto_name(v) for v in uniq.tolist()], pk, by)
 
     def _conversations(self, ip: np.ndarray, src_host: np.ndarray, dst_host: np.ndarray,
@@ -225,24 +246,22 @@ class Analysis:
             self._conversations(ip, src_host, dst_host, extend(src_host, ip["sport"]),
                                 extend(dst_host, ip["dport"]), completed)
 
-    def _hosts(self, ip: np.ndarray, src_host: np.ndarray, dst_host: np.ndarray) -> None:
-        wire = ip["wire_len"].astype(np.int64)
+    def _hosts(self, ip: np.ndarray, wire: np.ndarray, src_host: np.ndarray, dst_host: np.ndarray) -> None:
         for column, keys, sent in (("src", src_host, True), ("dst", dst_host, False)):
-            uniq, first, pk, by = _grouped(keys, wire)
-            counts = np.zeros((len(pk), 4), dtype=np.int64)
-            counts[:, 0 if sent else 2] = pk
-            counts[:, 1 if sent else 3] = by
-            self._hosts_tally.add(uniq, counts, ip[column][first])
+            order, starts, uniq = groups(keys)
+            counts = np.zeros((len(uniq), 4), dtype=np.int64)
+            counts[:, 0 if sent else 2] = np.diff(starts, append=len(keys))
+            counts[:, 1 if sent else 3] = np.add.reduceat(wire[order], starts)
+            self._hosts_tally.add(uniq, counts, ip[column][order[starts]])
 
-    def _ports(self, ip: np.ndarray) -> None:
+    def _ports(self, ip: np.ndarray, wire: np.ndarray) -> None:
         # the service side of a conversation is taken to be its lower port (well-known < ephemeral)
-        rows = ip[np.isin(ip["proto"], _PORT_PROTOS) & ((ip["sport"] != 0) | (ip["dport"] != 0))]
-        if len(rows) == 0:
-            return
-        port = np.minimum(rows["sport"], rows["dport"]).astype(np.int64)
-        key = (rows["proto"].astype(np.int64) << 16) | port
-        uniq, _, pk, by = _grouped(key, rows["wire_len"].astype(np.int64))
-        self._ports_tally.add(uniq.astype(np.uint64), np.stack([pk, by], axis=1).astype(np.int64))
+        sport, dport = ip["sport"], ip["dport"]
+        slot = _PORT_SLOT[ip["proto"]]
+        index = np.where((slot < len(_PORT_PROTOS)) & ((sport != 0) | (dport != 0)),
+                         (slot << 16) | np.minimum(sport, dport), _NO_PORT)
+        self._port_packets += np.bincount(index, minlength=_NO_PORT + 1)[:_NO_PORT]
+        self._port_bytes += np.bincount(index, weights=wire, minlength=_NO_PORT + 1)[:_NO_PORT].astype(np.int64)
 
     def _fold_tallies(self) -> None:
         """Move the numpy tallies into the Snapshot's dicts (once per snapshot, not per batch)."""
@@ -258,8 +277,12 @@ class Analysis:
             else:
                 for j in range(4):
                     entry[j] += row[j]
-        keys, counts, _labels = self._ports_tally.take()
-        _count_into(s.ports, [(k >> 16, k & 0xFFFF) for k in keys.tolist()], counts[:, 0], counts[:, 1])
+        seen = np.flatnonzero(self._port_packets)
+        if len(seen):
+            _count_into(s.ports, [(_PORT_PROTOS[k >> 16], k & 0xFFFF) for k in seen.tolist()],
+                        self._port_packets[seen], self._port_bytes[seen])
+            self._port_packets[seen] = 0
+            self._port_bytes[seen] = 0
         for name, tally in self._conv_tally.items():
             keys = tally.take()[0]
             if len(keys):

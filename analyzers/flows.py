@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pktscope.analyzers.keys import combine, endpoint_keys
+from pktscope.analyzers.keys import combine, endpoint_keys, grouping_order
 from pktscope.decoders.columns import DEPTH_NETWORK
 
 NS = 1_000_000_000
@@ -128,26 +128,6 @@ def _flows(states: np.ndarray, reasons: list[str] | str) -> list[Flow]:
     ]
 
 
-def _grouping_order(keys: np.ndarray) -> np.ndarray | None:
-    """A stable argsort of 64-bit keys (rows of a key together, in row order), or None if not found cheaply.
-
-    The row index replaces the keys' low bits and the values are sorted (several times faster than a
-    stable argsort); that groups each key's rows in row order unless two keys share their high bits,
-    which the check after the sort catches.
-    """
-    bits = max(int(len(keys) - 1).bit_length(), 1)
-    if bits > 32:
-        return None
-    low = np.uint64((1 << bits) - 1)
-    packed = (keys & ~low) | np.arange(len(keys), dtype=np.uint64)
-    packed.sort()
-    order = (packed & low).astype(np.int64)
-    k = keys[order]
-    if not (k[1:] >= k[:-1]).all():
-        return None
-    return order
-
-
 class LiveFlows(Mapping[int, Flow]):
     """A read-only view of the live flows by key, in least-recently-updated order (Flows built on access)."""
 
@@ -225,16 +205,17 @@ class FlowTable:
                dst_key: np.ndarray | None = None) -> None:
         """Account every IP row of a Columns batch.
 
-        `src_key`/`dst_key`, when given, are `endpoint_keys` of the IP rows' (address, port) ends,
-        already computed by the caller for other counters.
+        `src_key`/`dst_key`, when given, are `endpoint_keys` of the rows' (address, port) ends, already
+        computed by the caller for other counters; the caller then gives IP rows only.
         """
-        ip = (cols["ip_version"] != 0) & (cols["depth"] >= DEPTH_NETWORK)
-        rows = cols if ip.all() else cols[ip]
-        if len(rows) == 0:
-            return
+        rows = cols
         if src_key is None or dst_key is None:
+            ip = (cols["ip_version"] != 0) & (cols["depth"] >= DEPTH_NETWORK)
+            rows = cols if ip.all() else cols[ip]
             src_key = endpoint_keys(rows["src"], rows["sport"])
             dst_key = endpoint_keys(rows["dst"], rows["dport"])
+        if len(rows) == 0:
+            return
         seg = self._segments(rows, src_key, dst_key)
         self._rows = rows
         m = len(seg.key)
@@ -258,7 +239,7 @@ class FlowTable:
         ts = rows["ts_ns"]
         order = None
         if len(ts) < 2 or (ts[1:] >= ts[:-1]).all():
-            order = _grouping_order(keys)
+            order = grouping_order(keys)
         if order is None:
             order = np.lexsort((ts, keys))
         k = keys[order]

@@ -397,15 +397,31 @@ def _open(frame: bytes, linktype: int, wirelen: int) -> Inner | None:
     return opener(frame, start, end) if opener is not None else None
 
 
+# what a row's IP protocol says about a tunnel: 1 a tunnel protocol, 2 UDP (the ports tell)
+_BY_PROTO = np.zeros(256, dtype=np.uint8)
+_BY_PROTO[list(IP_PROTO_TUNNELS)] = 1
+_BY_PROTO[p.IPPROTO_UDP] = 2
+_IS_UDP_TUNNEL_PORT = np.zeros(1 << 16, dtype=bool)
+_IS_UDP_TUNNEL_PORT[UDP_TUNNEL_PORTS] = True
+
+
 def tunnel_rows(cols: np.ndarray) -> np.ndarray:
     """Indices of the rows that may carry a tunnel: IP protocols, UDP ports and EtherTypes of tunnels."""
-    network = (cols["ip_version"] != 0) & (cols["depth"] >= DEPTH_NETWORK) & (cols["frag"] != FRAG_LATER)
-    proto = cols["proto"]
-    udp = (proto == p.IPPROTO_UDP) & (cols["depth"] >= DEPTH_TRANSPORT)
-    udp &= np.isin(cols["sport"], UDP_TUNNEL_PORTS) | np.isin(cols["dport"], UDP_TUNNEL_PORTS)
-    rows = network & (udp | np.isin(proto, IP_PROTO_TUNNELS))
-    rows |= (cols["ethertype"] == ETH_P_MACSEC) & (cols["depth"] == DEPTH_LINK)
-    return np.flatnonzero(rows)
+    # two passes over the whole batch (protocol, EtherType); the other fields only for the candidates
+    kind = _BY_PROTO[cols["proto"]]
+    rows = np.flatnonzero(kind)
+    if len(rows):
+        c = cols[rows]
+        kind = kind[rows]
+        network = (c["ip_version"] != 0) & (c["depth"] >= DEPTH_NETWORK) & (c["frag"] != FRAG_LATER)
+        udp = (kind == 2) & (c["depth"] >= DEPTH_TRANSPORT)
+        udp &= _IS_UDP_TUNNEL_PORT[c["sport"]] | _IS_UDP_TUNNEL_PORT[c["dport"]]
+        rows = rows[network & (udp | (kind == 1))]
+    macsec = np.flatnonzero(cols["ethertype"] == ETH_P_MACSEC)
+    if len(macsec):
+        macsec = macsec[cols["depth"][macsec] == DEPTH_LINK]
+        rows = np.union1d(rows, macsec)
+    return rows
 
 
 def inner_frames(batch: Batch, cols: np.ndarray) -> tuple[Batch, np.ndarray]:

@@ -451,7 +451,7 @@ def test_flow_table_ends_the_flows_of_the_plain_model_in_its_order(seed: int, id
 
 
 def test_grouping_order_is_a_stable_argsort_even_when_keys_share_their_high_bits() -> None:
-    from pktscope.analyzers.flows import _grouping_order
+    from pktscope.analyzers.keys import grouping_order as _grouping_order
 
     rng = np.random.default_rng(3)
     keys = rng.integers(0, 2**64 - 1, 50, dtype=np.uint64, endpoint=True)[rng.integers(0, 50, 5000)]
