@@ -6,16 +6,17 @@ import csv
 import datetime as dt
 import socket
 from collections.abc import Iterable
-from typing import IO, Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import IO, TYPE_CHECKING, Any
 
 from pktscope.analyzers.flows import Flow
 from pktscope.analyzers.snapshot import BYTES, PKTS, RECV_B, RECV_P, SENT_B, SENT_P, Snapshot
 from pktscope.capture.linktypes import linktype_name
 from pktscope.decoders import protocols as p
 from pktscope.decoders.columns import V4_MAPPED_PREFIX
+
+if TYPE_CHECKING:  # rich is imported where tables are drawn: `--json` and `--csv` never load it
+    from rich.console import Console
+    from rich.table import Table
 
 SORT_KEYS = ("bytes", "packets")
 
@@ -171,6 +172,8 @@ def _endpoint(f: Flow, addr: bytes, port: int) -> str:
 
 
 def _table(title: str, columns: Iterable[tuple[str, str]]) -> Table:
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left", title_style="bold", header_style="bold cyan")
     for name, justify in columns:
         t.add_column(name, justify=justify)  # type: ignore[arg-type]

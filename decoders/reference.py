@@ -11,10 +11,12 @@ it got (`depth`) and why it stopped (`status`).
 
 from __future__ import annotations
 
+import importlib.util
 import struct
+import sys
 from collections.abc import Callable
+from types import ModuleType
 
-import dpkt
 import numpy as np
 
 from pktscope.capture import linktypes as lt
@@ -40,6 +42,26 @@ from pktscope.decoders.columns import (
     STATUS_UNSUPPORTED,
     V4_MAPPED_PREFIX,
 )
+
+
+def _lazy_module(name: str) -> ModuleType:
+    """`name`, loaded on first attribute access (importlib's LazyLoader).
+
+    dpkt costs ~35 ms of start-up and only frames the vectorized decoder is unsure about, and the
+    tunnels it opens, need it: a capture of plain TCP/UDP never loads it.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None, name
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+dpkt = _lazy_module("dpkt")
 
 _ZERO16 = bytes(16)
 _MAX_TAGS = 8  # VLAN tags / MPLS labels followed before giving up (fuzzed frames repeat them forever)
