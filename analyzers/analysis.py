@@ -300,9 +300,12 @@ class Analysis:
                 self.on_flow_end(f)
         self._ended = top_flows(self._ended + ended, s.top_limit)
 
-    def finish(self) -> Snapshot:
-        """End every live flow and return the final Snapshot."""
-        self.flows.flush()
+    def finish(self, now_ns: int | None = None) -> Snapshot:
+        """End every live flow and return the final Snapshot.
+
+        `now_ns` is the clock the flows end at (default: the last packet's time; see `FlowTable.flush`).
+        """
+        self.flows.flush(now_ns)
         self._collect_ended()
         return self.snapshot()
 
@@ -312,7 +315,7 @@ class Analysis:
         s = self.snap
         s.flows_live = len(self.flows.live)
         s.flow_evictions = self.flows.evictions - self._evictions_taken
-        s.top_flows = top_flows(self._ended + list(self.flows.live.values()), s.top_limit)
+        s.top_flows = top_flows(self._ended + self.flows.top(s.top_limit), s.top_limit)
         return s
 
     def take_delta(self) -> Snapshot:

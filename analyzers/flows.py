@@ -585,8 +585,45 @@ class FlowTable:
             self._remove(done)
             self._lru = lru[stop:]
 
-    def flush(self) -> None:
-        """End every live flow (end of capture)."""
+    def top(self, limit: int) -> list[Flow]:
+        """The live flows that can be among the `limit` largest by bytes or by packets, least recently
+        updated first: what `snapshot.top_flows` needs of them, without building every live Flow.
+
+        Every flow ranked at or above the `limit`-th by (bytes, packets, first_ns) or by (packets, bytes,
+        first_ns) is kept, ties included, in the order of `live`: so `top_flows` of these equals
+        `top_flows` of all live flows.
+        """
+        lru = self._lru
+        if len(lru) <= limit:
+            return _flows(_take(self._slots, lru), "")
+        if limit <= 0:
+            return []
+        s = self._slots
+        nbytes = s["by_lo"][lru] + s["by_hi"][lru]
+        packets = s["pk_lo"][lru] + s["pk_hi"][lru]
+        first = s["first_ns"][lru]
+        keep = np.zeros(len(lru), dtype=bool)
+        for major, minor in ((nbytes, packets), (packets, nbytes)):
+            cut = np.partition(major, len(major) - limit)[len(major) - limit]  # the limit-th largest
+            near = np.flatnonzero(major >= cut)  # a superset: ties on the major key may be many
+            order = np.lexsort((first[near], minor[near], major[near]))
+            at = near[order[len(near) - limit]]  # the limit-th by the whole ranking
+            m, n, t = major[at], minor[at], first[at]
+            keep[near] |= (major[near] > m) | ((major[near] == m) & (
+                (minor[near] > n) | ((minor[near] == n) & (first[near] >= t))))
+        return _flows(_take(s, lru[keep]), "")
+
+    def flush(self, now_ns: int | None = None) -> None:
+        """End every live flow (end of capture, or of a live run).
+
+        At `now_ns` (default: the last packet's time), flows idle longer than the idle timeout end as
+        'idle', as they would have had the clock run on with more packets; the others end as 'end'. A
+        live worker passes the wall clock at stop: its own last packet may be long before the other
+        workers' last ones, and the whole capture would have expired its idle flows.
+        """
+        if now_ns is not None and now_ns > self.now_ns:
+            self.now_ns = now_ns
+            self._expire_idle()
         lru = self._lru
         self.ended.extend(_flows(_take(self._slots, lru), END_EOF))
         self._remove(lru)

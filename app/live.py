@@ -217,7 +217,7 @@ def worker_main(cfg: LiveConfig, index: int, conn: Connection, stop: Any, remain
                     conn.send(("userspace_filter", index, rejected))
                 conn.send(("delta", index, _with_export(analysis.take_delta(), exporter), ring.stats(), packets))
                 next_send = now + cfg.interval
-        analysis.finish()
+        analysis.finish(time.time_ns())  # the wall clock: see FlowTable.flush
         if exporter is not None:
             exporter.close()
         files = []

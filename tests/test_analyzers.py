@@ -10,7 +10,7 @@ import pytest
 
 from pktscope.analyzers.analysis import Analysis
 from pktscope.analyzers.flows import END_ACTIVE, END_EOF, END_EVICTED, END_IDLE, Flow, FlowTable
-from pktscope.analyzers.snapshot import Snapshot
+from pktscope.analyzers.snapshot import Snapshot, top_flows
 from pktscope.capture.batch import Batch
 from pktscope.decoders.reference import decode_batch
 
@@ -55,8 +55,10 @@ def batch(packets: list[Packet]) -> Batch:
     return Batch.from_frames([f for _, f in packets], [T0 + round(t * NS) for t, _ in packets], ETHERNET)
 
 
-def analyse(packets: list[Packet], batch_size: int | None = None, **options: float) -> tuple[Snapshot, list[Flow]]:
-    """Run an Analysis over the packets in batches of batch_size (all at once for None).
+def analyse(packets: list[Packet], batch_size: int | None = None, now_ns: int | None = None,
+            **options: float) -> tuple[Snapshot, list[Flow]]:
+    """Run an Analysis over the packets in batches of batch_size (all at once for None), finished at
+    `now_ns` (None: the last packet's time).
 
     Returns the final Snapshot and every flow that ended, in the order they ended."""
     flows: list[Flow] = []
@@ -64,7 +66,7 @@ def analyse(packets: list[Packet], batch_size: int | None = None, **options: flo
     size = batch_size or max(len(packets), 1)
     for i in range(0, len(packets), size):
         analysis.feed(decode_batch(batch(packets[i : i + size])))
-    return analysis.finish(), flows
+    return analysis.finish(now_ns), flows
 
 
 def flow_tuple(f: Flow) -> tuple:
@@ -197,6 +199,26 @@ def test_max_flows_caps_live_flows_and_counts_evictions() -> None:
     assert sum(f.packets for f in flows) == snap.packets == 55
 
 
+@pytest.mark.parametrize("limit", [0, 1, 2, 5, 100])
+def test_top_live_flows_rank_as_all_live_flows(limit: int) -> None:
+    # flows of equal sizes (ties on bytes and packets) beside unequal ones
+    packets = [(i * 0.001, udp("10.4.0.1", 20000 + i % 7, "10.4.0.2", 53, bytes(8 * (i % 3)))) for i in range(60)]
+    packets += [(1.0 + i * 0.001, udp("10.4.0.3", 30000 + i, "10.4.0.4", 53, b"x")) for i in range(9)]
+    table = FlowTable()
+    table.update(decode_batch(batch(packets)))
+    every = list(table.live.values())
+    chosen = table.top(limit)
+    assert len(chosen) < len(every) or limit >= len(every)
+    assert [flow_tuple(f) for f in top_flows(chosen, limit)] == [flow_tuple(f) for f in top_flows(every, limit)]
+
+
+def test_flush_at_a_later_clock_ends_idle_flows_as_idle() -> None:
+    table = FlowTable(idle_timeout=10.0)
+    table.update(decode_batch(batch(tcp_session("10.0.0.1", "10.0.0.2") + tcp_session("10.0.0.3", "10.0.0.2", 15.0))))
+    table.flush(now_ns=table.now_ns + 5 * NS)
+    assert [f.end_reason for f in table.drain()] == [END_IDLE, END_EOF]
+
+
 def test_vlan_distinguishes_flows() -> None:
     packets = [(0.0, udp("10.4.0.1", 1000, "10.4.0.2", 2000, vlan=10)),
                (0.1, udp("10.4.0.1", 1000, "10.4.0.2", 2000, vlan=20)),
@@ -299,10 +321,6 @@ def test_complete_datagram_counts_once() -> None:
 
 # --- Snapshot.absorb ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "each half keeps its own packet clock: a flow whose half ends early is flushed as 'end' where the whole "
-    "capture, whose clock ran on, expired it as 'idle' (counts agree; only end reasons differ). Fix: flush "
-    "with the merged capture's last timestamp"))
 def test_absorb_of_two_halves_equals_the_whole() -> None:
     # split as fanout workers do: by flow, so each flow is wholly in one half
     packets = mixture()
@@ -315,8 +333,8 @@ def test_absorb_of_two_halves_equals_the_whole() -> None:
     options = {"idle_timeout": 10.0, "active_timeout": 20.0}
     whole, _ = analyse(packets, **options)
     merged = Snapshot(top_limit=1000)
-    for half in halves:
-        merged.absorb(analyse(half, **options)[0])
+    for half in halves:  # each half ends its flows at the merged clock, as live workers stop at one time
+        merged.absorb(analyse(half, now_ns=whole.last_ns, **options)[0])
     assert snapshot_view(merged) == snapshot_view(whole)
 
 
