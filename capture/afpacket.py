@@ -49,7 +49,15 @@ from pktscope.capture.batch import Batch
 
 DEFAULT_SNAPLEN = 262144  # tcpdump's default -s
 DEFAULT_BLOCK_SIZE = 1 << 20  # holds a full-snaplen frame (64 KiB GSO frames on veth/lo) several times over
-DEFAULT_RING_MB = 32  # per socket; one socket per worker
+# Ring per socket (one socket per worker). The ring is what absorbs a worker's stalls: on a busy box the
+# worker waits for a CPU (bench/README.md: 0.7-4.8 s of run-queue wait in a 3 s flood) while the kernel
+# keeps filling blocks. A 64-byte frame takes 144 bytes of a block, so at the ≈750k frames/s one worker
+# keeps up with, 32 MiB held ≈0.3 s and lost up to 27% of a flood; 128 MiB holds ≈930k such frames, ≈1.2 s
+# (≈3 s per worker when two share the load), 256 MiB lost nothing in any run. The ring is kernel memory
+# that cannot be swapped, so the default is capped to a share of RAM on small machines.
+DEFAULT_RING_MB = 128
+RING_RAM_SHARE = 16  # all workers' rings together take at most 1/16 of physical memory by default
+MIN_DEFAULT_RING_MB = 8
 DEFAULT_BLOCK_TIMEOUT_MS = 50  # a partly filled block reaches user space after at most this long
 DEFAULT_READ_TIMEOUT = 0.25  # seconds read() waits for a block when none is ready
 
@@ -144,6 +152,51 @@ def _attach_bpf(sock: socket.socket, prog_fd: int) -> None:
         sock.setsockopt(kernel.SOL_SOCKET, kernel.SO_ATTACH_BPF, prog_fd)
     except OSError as exc:
         raise LiveCaptureError(f"cannot attach eBPF program fd {prog_fd}: {exc.strerror}") from None
+
+
+def default_ring_mb(workers: int) -> int:
+    """The default ring size per worker in MiB: DEFAULT_RING_MB, less where RAM is small."""
+    try:
+        ram_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
+    except (ValueError, OSError):
+        return DEFAULT_RING_MB
+    share = ram_mb // (RING_RAM_SHARE * max(workers, 1))
+    return max(MIN_DEFAULT_RING_MB, min(DEFAULT_RING_MB, share))
+
+
+def _frame_heads(block: bytes, count: int, first: int) -> np.ndarray:
+    """The offsets of a block's `count` tpacket3_hdr, the first at `first`.
+
+    tp_next_offset chains them, a sequential walk. But the kernel lays the frames out back to back, each
+    taking ALIGN(tp_mac + tp_snaplen, 8) bytes (af_packet.c, prb_fill_curr_block; blk_len is a multiple
+    of 8, V3_ALIGNMENT), so under a flood of equal-sized frames every step is the same: that guess is
+    checked against every tp_next_offset at once, and the walk in Python (≈0.15 µs a frame) only
+    continues from the first frame where it fails.
+    """
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    w32 = np.frombuffer(block, dtype=np.uint32, count=len(block) // 4)
+    step = int(w32[first >> 2])
+    known = 1  # frames whose offset is known: the first
+    if count > 1 and step > 0 and step % 8 == 0 and first + (count - 1) * step + 4 <= len(block):
+        heads = first + step * np.arange(count, dtype=np.int64)
+        for upto in (min(count - 1, 32), count - 1):  # a short probe first: mixed sizes fail it at once
+            wrong = np.flatnonzero(w32[heads[:upto] >> 2] != step)
+            if len(wrong):
+                known = int(wrong[0]) + 1
+                break
+        else:
+            return heads
+    rest = [0] * (count - known)
+    h = first + (known - 1) * step  # the last frame known; the walk goes on from its successor
+    h += int(w32[h >> 2])
+    words = memoryview(block).cast("I")
+    for i in range(count - known):
+        rest[i] = h
+        h += words[h >> 2]
+    words.release()
+    start = first + step * np.arange(known, dtype=np.int64)
+    return np.concatenate([start, np.array(rest, dtype=np.int64)])
 
 
 class PacketRing:
@@ -363,16 +416,8 @@ class PacketRing:
             raise LiveCaptureError(f"capture on {self.ifname} failed: {os.strerror(code)}")
 
     def _parse_block(self, block: bytes, count: int, first: int) -> Batch:
-        # tp_next_offset chains the frames, so their header offsets need one sequential walk; every other
-        # field is then gathered for all frames at once. blk_len is a multiple of 8 (V3_ALIGNMENT).
-        words = memoryview(block).cast("I")
-        heads = [0] * count
-        h = first
-        for i in range(count):
-            heads[i] = h
-            h += words[h >> 2]
-        words.release()
-        hdr = np.array(heads, dtype=np.int64)
+        # the frames' header offsets (_frame_heads), then every other field gathered for all frames at once
+        hdr = _frame_heads(block, count, first)
         w32 = np.frombuffer(block, dtype=np.uint32)
         w = hdr >> 2
         sec = w32[w + 1].astype(np.int64)

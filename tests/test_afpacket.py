@@ -12,6 +12,7 @@ import os
 import re
 import select
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -403,3 +404,30 @@ def test_constants_agree_with_the_installed_kernel_header() -> None:
             assert getattr(kernel, match[1]) == value, match[1]
             checked += 1
     assert checked > 40
+
+
+def _walk(block: bytes, count: int, first: int) -> list[int]:
+    """tp_next_offset followed frame by frame: the plain reading of packet_mmap.rst."""
+    heads, h = [], first
+    for _ in range(count):
+        heads.append(h)
+        h += struct.unpack_from("=I", block, h)[0]
+    return heads
+
+
+@pytest.mark.parametrize("sizes", [
+    [144] * 700,  # a flood of equal frames: the guessed layout holds
+    [144] * 100 + [208] + [144] * 50,  # it fails at one frame: walked from there
+    [80, 144, 1600, 80, 80, 144] * 40,  # mixed sizes: fails the first probe
+    [144], [144, 152], [0], [],
+])
+def test_frame_heads_follow_the_next_offset_chain(sizes: list[int]) -> None:
+    from pktscope.capture.afpacket import _frame_heads
+
+    first = 48  # tpacket_block_desc, aligned
+    block = bytearray(first + sum(sizes) + 64)
+    at = first
+    for i, size in enumerate(sizes):
+        struct.pack_into("=I", block, at, size if i < len(sizes) - 1 else 0)  # the last frame's offset is 0
+        at += size
+    assert _frame_heads(bytes(block), len(sizes), first).tolist() == _walk(bytes(block), len(sizes), first)
