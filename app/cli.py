@@ -167,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="promiscuous mode (a socket membership: the kernel undoes it when pktscope exits)")
     cap.add_argument("-s", "--snaplen", type=_positive_int, default=262144, metavar="N",
                      help="bytes kept of each frame (default: 262144, as tcpdump)")
-    cap.add_argument("--ring-mb", type=_positive_int, default=32, metavar="N",
-                     help="ring size per worker in MiB (default: 32)")
+    cap.add_argument("--ring-mb", type=_positive_int, default=None, metavar="N",
+                     help="ring size per worker in MiB (default: 128, less where all workers' rings would "
+                          "take over 1/16 of RAM)")
     cap.add_argument("--workers", default="1", metavar="N|auto",
                      help="worker processes; auto = one per CPU, each pinned to its CPU (default: 1)")
     cap.add_argument("--fanout", choices=("hash", "lb", "cpu", "rollover", "random", "qm"), default="hash",

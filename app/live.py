@@ -41,7 +41,7 @@ from pktscope.bpf.ebpf import TranslationError
 from pktscope.bpf.maps import PrefixError, parse_prefix
 from pktscope.bpf.pins import PinError, PinnedFilter, open_run
 from pktscope.capture import kernel
-from pktscope.capture.afpacket import FanoutGroup, LiveCaptureError, PacketRing, RingStats
+from pktscope.capture.afpacket import FanoutGroup, LiveCaptureError, PacketRing, RingStats, default_ring_mb
 from pktscope.capture.batch import Batch
 from pktscope.capture.linktypes import LINKTYPE_ETHERNET, LINKTYPE_RAW, linktype_name
 from pktscope.capture.pcapwriter import PcapWriteError, PcapWriter
@@ -422,7 +422,8 @@ def _place_filter(expression: str, linktype: int, snaplen: int) -> tuple[tuple, 
 def _config(args: argparse.Namespace, program: tuple, userspace_filter: str | None = None) -> LiveConfig:
     workers = len(os.sched_getaffinity(0)) if args.workers == "auto" else int(args.workers)
     return LiveConfig(
-        interface=args.interface, program=program, snaplen=args.snaplen, ring_mb=args.ring_mb,
+        interface=args.interface, program=program, snaplen=args.snaplen,
+        ring_mb=args.ring_mb or default_ring_mb(workers),
         workers=workers, pin=args.workers == "auto", fanout_mode=args.fanout,
         fanout_flags=kernel.PACKET_FANOUT_FLAG_DEFRAG if args.fanout_defrag else 0,
         group_id=os.getpid() & 0xFFFF, promisc=args.promisc, write=args.write,
