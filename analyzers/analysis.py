@@ -48,68 +48,99 @@ _NO_PORT = len(_PORT_PROTOS) << 16  # the bin of rows without a service port
 
 def _counted(values: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct small non-negative integers (ascending), packets and bytes of each: bincounts, no sort."""
+    one = values[:1]
+    if len(one) and (values == one[0]).all():  # one value (a file's link type): no bincount
+        return one.astype(np.int64), np.array([len(values)]), np.array([int(sizes.sum())])
     packets = np.bincount(values)
     nbytes = np.bincount(values, weights=sizes)
     uniq = np.flatnonzero(packets)
     return uniq, packets[uniq], nbytes[uniq].astype(np.int64)
 
 
-class _Tally:
-    """Counters keyed by uint64, gathered a batch at a time as numpy arrays and folded on demand.
+class _KeySet:
+    """A set of uint64 keys gathered a batch at a time as numpy arrays, handed over as one array on demand.
 
-    A batch only appends its arrays; they are merged (sorted, summed per key) when they outgrow
-    the merged part, so Python touches each key once per snapshot rather than once per batch.
+    A batch's keys are made unique and appended; the parts are merged (one sort) when they outgrow the
+    merged part, so Python touches each key once per snapshot rather than once per batch.
     """
 
-    def __init__(self, width: int = 0, label_width: int = 0) -> None:
-        self._width = width
-        self._label_width = label_width
-        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    def __init__(self) -> None:
+        self._parts: list[np.ndarray] = []
         self._pending = 0
         self._merged = 0
 
-    def add(self, keys: np.ndarray, values: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
-        """Count `values` (rows of `width` int64) under `keys`; `labels` (one row per key) ride along."""
-        if values is None and not self._width and not self._label_width:
-            keys = unique(keys)  # a set of keys: a batch's duplicates go at once, so merges stay small
-        if values is None:
-            values = np.zeros((len(keys), self._width), dtype=np.int64)
-        if labels is None:
-            labels = np.zeros((len(keys), self._label_width), dtype=np.uint8)
-        self._parts.append((keys, values, labels))
+    def add(self, keys: np.ndarray) -> None:
+        keys = unique(keys)
+        self._parts.append(keys)
         self._pending += len(keys)
         if self._pending > max(4 * self._merged, 1 << 18):
             self._merge()
 
     def _merge(self) -> None:
-        if self._pending == self._merged and len(self._parts) <= 1:
-            return  # nothing new since the last merge
-        keys = np.concatenate([k for k, _, _ in self._parts])
-        if len(keys) == 0:
-            self._parts = []
-            self._merged = self._pending = 0
-            return
-        if not self._width and not self._label_width:
-            uniq = unique(keys)
-            self._parts = [(uniq, np.zeros((len(uniq), 0), dtype=np.int64), np.zeros((len(uniq), 0), dtype=np.uint8))]
-            self._merged = self._pending = len(uniq)
-            return
-        order, starts, uniq = groups(keys)
-        values = np.concatenate([v for _, v, _ in self._parts])[order]
-        values = np.add.reduceat(values, starts, axis=0) if self._width else values[starts]
-        labels = np.concatenate([lab for _, _, lab in self._parts])[order[starts]]
-        self._parts = [(uniq, values, labels)]
-        self._merged = self._pending = len(starts)
+        if len(self._parts) > 1:
+            self._parts = [unique(np.concatenate(self._parts))]
+        self._merged = self._pending = len(self._parts[0]) if self._parts else 0
 
-    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Unique keys, their summed values and labels since the last take; then start afresh."""
+    def take(self) -> np.ndarray:
+        """The distinct keys (ascending) since the last take; then start afresh."""
         self._merge()
-        if not self._parts:
-            return (np.zeros(0, dtype=np.uint64), np.zeros((0, self._width), dtype=np.int64),
-                    np.zeros((0, self._label_width), dtype=np.uint8))
-        taken = self._parts[0]
+        taken = self._parts[0] if self._parts else np.zeros(0, dtype=np.uint64)
         self._parts = []
         self._merged = self._pending = 0
+        return taken
+
+
+class _Counters:
+    """Rows of int64 counters and a label, keyed by uint64: rows in arrival order, found through a sorted index.
+
+    A batch's (unique) keys are looked up with one searchsorted: counts of known keys are added in place,
+    new keys get rows at the end and a place in the index. Nothing is merged later: taking the counters
+    is reading the arrays.
+    """
+
+    def __init__(self, width: int, label_width: int) -> None:
+        self._width = width
+        self._label_width = label_width
+        self._reset()
+
+    def _reset(self) -> None:
+        self._index = np.zeros(0, dtype=np.uint64)  # the keys, ascending
+        self._rows = np.zeros(0, dtype=np.int64)  # the row of each
+        self._counts = np.zeros((1024, self._width), dtype=np.int64)
+        self._labels = np.zeros((1024, self._label_width), dtype=np.uint8)
+        self._used = 0
+
+    def add(self, keys: np.ndarray, counts: np.ndarray, labels: np.ndarray) -> None:
+        """Add `counts` under `keys` (unique, ascending); `labels` are kept for keys not seen before."""
+        index = self._index
+        pos = np.searchsorted(index, keys)
+        if len(index):
+            rows = self._rows[np.minimum(pos, len(index) - 1)]
+            found = index[np.minimum(pos, len(index) - 1)] == keys
+        else:
+            rows = pos
+            found = np.zeros(len(keys), dtype=bool)
+        if not found.all():
+            new = np.flatnonzero(~found)
+            fresh = np.arange(self._used, self._used + len(new))
+            self._used += len(new)
+            if self._used > len(self._counts):
+                size = max(2 * len(self._counts), self._used)
+                self._counts = np.concatenate([self._counts, np.zeros((size - len(self._counts), self._width),
+                                                                      dtype=np.int64)])
+                self._labels = np.concatenate([self._labels, np.zeros((size - len(self._labels), self._label_width),
+                                                                      dtype=np.uint8)])
+            self._labels[fresh] = labels[new]
+            rows = rows.copy()
+            rows[new] = fresh
+            self._index = np.insert(index, pos[new], keys[new])
+            self._rows = np.insert(self._rows, pos[new], fresh)
+        self._counts[rows] += counts
+
+    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Keys (ascending), their counters and labels since the last take; then start afresh."""
+        taken = self._index, self._counts[self._rows], self._labels[self._rows]
+        self._reset()
         return taken
 
 
@@ -140,10 +171,10 @@ class Analysis:
         self.snap = Snapshot(top_limit=top)
         self._ended: list[Flow] = []
         self._evictions_taken = 0
-        self._hosts_tally = _Tally(4, 16)  # address key -> [sent p, sent B, recv p, recv B], address
+        self._hosts_tally = _Counters(4, 16)  # address key -> [sent p, sent B, recv p, recv B], address
         self._port_packets = np.zeros(_NO_PORT, dtype=np.int64)  # _PORT_SLOT[proto] << 16 | port
         self._port_bytes = np.zeros(_NO_PORT, dtype=np.int64)
-        self._conv_tally = {name: _Tally() for name in self.snap.conv_keys}
+        self._conv_tally = {name: _KeySet() for name in self.snap.conv_keys}
         self._inner_fragments = FragmentTracker()  # IP fragments inside tunnels (conversations only)
 
     def feed(self, cols: np.ndarray, batch: Batch | None = None) -> None:
@@ -159,10 +190,11 @@ class Analysis:
         lo, hi = int(ts.min()), int(ts.max())
         s.first_ns = lo if s.first_ns is None else min(s.first_ns, lo)
         s.last_ns = hi if s.last_ns is None else max(s.last_ns, hi)
-        status = np.bincount(cols["status"], minlength=len(STATUS_NAMES))
-        for code, count in enumerate(status.tolist()):
-            if count and code != STATUS_OK:
-                s.status[STATUS_NAMES[code]] = s.status.get(STATUS_NAMES[code], 0) + count
+        status = cols["status"]
+        if (status != STATUS_OK).any():
+            for code, count in enumerate(np.bincount(status, minlength=len(STATUS_NAMES)).tolist()):
+                if count and code != STATUS_OK:
+                    s.status[STATUS_NAMES[code]] = s.status.get(STATUS_NAMES[code], 0) + count
 
         completed = self.fragments.process(cols)  # fills later fragments' ports first
         depth = np.ascontiguousarray(cols["depth"])
@@ -284,7 +316,7 @@ class Analysis:
             self._port_packets[seen] = 0
             self._port_bytes[seen] = 0
         for name, tally in self._conv_tally.items():
-            keys = tally.take()[0]
+            keys = tally.take()
             if len(keys):
                 s.conv_keys[name].update(keys.tolist())
 

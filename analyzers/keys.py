@@ -24,17 +24,17 @@ def mix64(x: np.ndarray) -> np.ndarray:
 
 def combine(*parts: np.ndarray) -> np.ndarray:
     """Order-dependent 64-bit hash of several uint64 columns."""
-    h = np.zeros(parts[0].shape, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for part in parts:
-            h = mix64(h ^ (part.astype(np.uint64) + _GOLD))
+        h = mix64(parts[0].astype(np.uint64, copy=False) + _GOLD)  # 0 ^ x is x: the first part as is
+        for part in parts[1:]:
+            h = mix64(h ^ (part.astype(np.uint64, copy=False) + _GOLD))
     return h
 
 
 def extend(keys: np.ndarray, part: np.ndarray) -> np.ndarray:
     """`combine(*parts, part)` from `keys` = `combine(*parts)`: one more column folded in."""
     with np.errstate(over="ignore"):
-        return mix64(keys ^ (part.astype(np.uint64) + _GOLD))
+        return mix64(keys ^ (part.astype(np.uint64, copy=False) + _GOLD))
 
 
 def endpoint_keys(addresses: np.ndarray, ports: np.ndarray | None = None) -> np.ndarray:
