@@ -248,3 +248,16 @@ def test_capture_truncated_mid_record(capture: Path, tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "warning" in lines[0], result.stderr
+
+
+def test_json_of_plain_frames_loads_neither_dpkt_nor_rich(tmp_path: Path) -> None:
+    # start-up: dpkt is loaded only for frames the vectorized decoder hands over (and tunnels), rich only
+    # to draw tables; plain Ethernet/IPv4/IPv6 TCP and UDP need neither
+    path = own_capture(tmp_path / "plain.pcap")
+    probe = ("import io, sys, contextlib\n"
+             "from pktscope.app.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             f"    main(['read', {str(path)!r}, '--json'])\n"
+             "print(type(sys.modules.get('dpkt')).__name__, 'dpkt.ip' in sys.modules, 'rich' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["_LazyModule", "False", "False"]
