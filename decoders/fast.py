@@ -87,15 +87,24 @@ def _windows(raw: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
     """
     n = raw.shape[0]
     if n >= width:
-        out = np.lib.stride_tricks.sliding_window_view(raw, width)[np.minimum(starts, n - width)]
+        out = _spans(raw, width)[np.minimum(starts, n - width)].view(np.uint8).reshape(-1, width)
     else:
         out = np.zeros((starts.shape[0], width), dtype=np.uint8)
     tail = np.flatnonzero(starts > n - width)  # windows running past the buffer (its last frames)
     if tail.shape[0]:
         lo = int(min(starts[tail].min(), n))
         padded = np.concatenate([raw[lo:], np.zeros(width, dtype=np.uint8)])
-        out[tail] = np.lib.stride_tricks.sliding_window_view(padded, width)[np.minimum(starts[tail], n) - lo]
+        out[tail] = _spans(padded, width)[np.minimum(starts[tail], n) - lo].view(np.uint8).reshape(-1, width)
     return out
+
+
+def _spans(raw: np.ndarray, width: int) -> np.ndarray:
+    """Every `width`-byte span of raw as one void item (spans overlap: stride 1).
+
+    Gathering whole items copies a span at a time, where a (n, width) byte view copies byte by byte.
+    """
+    return np.ndarray(buffer=raw, dtype=np.dtype((np.void, width)), shape=(raw.shape[0] - width + 1,),
+                      strides=(1,))
 
 
 def _u16(rows: np.ndarray, col: int) -> np.ndarray:
