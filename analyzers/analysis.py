@@ -13,6 +13,7 @@ from pktscope.analyzers.flows import (
     DEFAULT_MAX_FLOWS,
     Flow,
     FlowTable,
+    top_candidates,
 )
 from pktscope.analyzers.fragments import FragmentTracker
 from pktscope.analyzers.keys import endpoint_keys, extend, groups, pair_keys, unique
@@ -32,6 +33,7 @@ from pktscope.decoders.columns import (
     FRAG_NONE,
     STATUS_NAMES,
     STATUS_OK,
+    take_rows,
 )
 from pktscope.decoders.tunnels import tunnel_layers, tunnel_rows
 
@@ -51,6 +53,7 @@ def _counted(values: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndar
     one = values[:1]
     if len(one) and (values == one[0]).all():  # one value (a file's link type): no bincount
         return one.astype(np.int64), np.array([len(values)]), np.array([int(sizes.sum())])
+    values = values.astype(np.intp)  # what bincount would do, once for both
     packets = np.bincount(values)
     nbytes = np.bincount(values, weights=sizes)
     uniq = np.flatnonzero(packets)
@@ -201,7 +204,7 @@ class Analysis:
         ip_rows = (cols["ip_version"] != 0) & (depth >= DEPTH_NETWORK)
         every_ip = bool(ip_rows.all())
         self._protocols(cols, wire, depth, ip_rows, every_ip)
-        ip = cols if every_ip else cols[ip_rows]
+        ip = cols if every_ip else take_rows(cols, ip_rows)
         ip_wire = wire if every_ip else wire[ip_rows]
         # endpoint keys, computed once per batch for conversations, talkers and flows
         src_host = endpoint_keys(ip["src"])
@@ -255,8 +258,12 @@ class Analysis:
                 if len(keys):
                     self._conv_tally[name].add(keys)
         whole = (ip["depth"] >= DEPTH_TRANSPORT) & (ip["frag"] == FRAG_NONE)
-        proto = ip["proto"][whole]
-        ends = pair_keys(src_end[whole], dst_end[whole])
+        if whole.all():  # no gathers in the common case
+            proto = np.ascontiguousarray(ip["proto"])
+            ends = pair_keys(src_end, dst_end)
+        else:
+            proto = ip["proto"][whole]
+            ends = pair_keys(src_end[whole], dst_end[whole])
         if len(completed):
             proto = np.concatenate([proto, completed["proto"]])
             ends = np.concatenate([ends, pair_keys(endpoint_keys(completed["src"], completed["sport"]),
@@ -272,7 +279,7 @@ class Analysis:
             return
         for _inner, inner_cols in tunnel_layers(batch, cols):
             completed = self._inner_fragments.process(inner_cols)
-            ip = inner_cols[(inner_cols["ip_version"] != 0) & (inner_cols["depth"] >= DEPTH_NETWORK)]
+            ip = take_rows(inner_cols, (inner_cols["ip_version"] != 0) & (inner_cols["depth"] >= DEPTH_NETWORK))
             src_host = endpoint_keys(ip["src"])
             dst_host = endpoint_keys(ip["dst"])
             self._conversations(ip, src_host, dst_host, extend(src_host, ip["sport"]),
@@ -290,10 +297,10 @@ class Analysis:
         # the service side of a conversation is taken to be its lower port (well-known < ephemeral)
         sport, dport = ip["sport"], ip["dport"]
         slot = _PORT_SLOT[ip["proto"]]
-        index = np.where((slot < len(_PORT_PROTOS)) & ((sport != 0) | (dport != 0)),
-                         (slot << 16) | np.minimum(sport, dport), _NO_PORT)
-        self._port_packets += np.bincount(index, minlength=_NO_PORT + 1)[:_NO_PORT]
-        self._port_bytes += np.bincount(index, weights=wire, minlength=_NO_PORT + 1)[:_NO_PORT].astype(np.int64)
+        counted = np.flatnonzero((slot < len(_PORT_PROTOS)) & ((sport != 0) | (dport != 0)))
+        index = (slot[counted] << 16) | np.minimum(sport[counted], dport[counted])
+        np.add.at(self._port_packets, index, 1)  # unbuffered adds into the table: numpy 2 makes them cheap
+        np.add.at(self._port_bytes, index, wire[counted])
 
     def _fold_tallies(self) -> None:
         """Move the numpy tallies into the Snapshot's dicts (once per snapshot, not per batch)."""
@@ -301,8 +308,10 @@ class Analysis:
         _keys, counts, addrs = self._hosts_tally.take()
         hosts = s.hosts
         packed = np.ascontiguousarray(addrs).tobytes()
-        for i, row in enumerate(counts.tolist()):
-            addr = packed[16 * i : 16 * i + 16]
+        found = zip([packed[i : i + 16] for i in range(0, len(packed), 16)], counts.tolist())
+        if not hosts:
+            hosts.update(found)
+        for addr, row in found:  # (nothing left after the update)
             entry = hosts.get(addr)
             if entry is None:
                 hosts[addr] = row
@@ -330,7 +339,12 @@ class Analysis:
             s.flow_end_reasons[f.end_reason] = s.flow_end_reasons.get(f.end_reason, 0) + 1
             if self.on_flow_end is not None:
                 self.on_flow_end(f)
-        self._ended = top_flows(self._ended + ended, s.top_limit)
+        limit = s.top_limit
+        if len(ended) > 4 * limit:  # many (the end of a capture): rank them with numpy first
+            keep = top_candidates(np.array([f.bytes for f in ended]), np.array([f.packets for f in ended]),
+                                  np.array([f.first_ns for f in ended]), limit)
+            ended = [f for f, kept in zip(ended, keep.tolist()) if kept]
+        self._ended = top_flows(self._ended + ended, limit)
 
     def finish(self, now_ns: int | None = None) -> Snapshot:
         """End every live flow and return the final Snapshot.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pktscope.analyzers.keys import combine, endpoint_keys, grouping_order
-from pktscope.decoders.columns import DEPTH_NETWORK
+from pktscope.decoders.columns import DEPTH_NETWORK, take_rows
 
 NS = 1_000_000_000
 DEFAULT_IDLE_TIMEOUT = 120.0  # seconds, as nfstream's default and common NetFlow exporters
@@ -128,6 +128,27 @@ def _flows(states: np.ndarray, reasons: list[str] | str) -> list[Flow]:
     ]
 
 
+def top_candidates(nbytes: np.ndarray, packets: np.ndarray, first_ns: np.ndarray, limit: int) -> np.ndarray:
+    """Which flows rank at or above the `limit`-th by (bytes, packets, first_ns) or by (packets, bytes,
+    first_ns), ties included (a bool per flow): `snapshot.top_flows` of them, in their order, equals
+    `top_flows` of all."""
+    n = len(nbytes)
+    if n <= limit:
+        return np.ones(n, dtype=bool)
+    keep = np.zeros(n, dtype=bool)
+    if limit <= 0:
+        return keep
+    for major, minor in ((nbytes, packets), (packets, nbytes)):
+        cut = np.partition(major, n - limit)[n - limit]  # the limit-th largest
+        near = np.flatnonzero(major >= cut)  # a superset: ties on the major key may be many
+        order = np.lexsort((first_ns[near], minor[near], major[near]))
+        at = near[order[len(near) - limit]]  # the limit-th by the whole ranking
+        m, s, t = major[at], minor[at], first_ns[at]
+        keep[near] |= (major[near] > m) | ((major[near] == m) & (
+            (minor[near] > s) | ((minor[near] == s) & (first_ns[near] >= t))))
+    return keep
+
+
 class LiveFlows(Mapping[int, Flow]):
     """A read-only view of the live flows by key, in least-recently-updated order (Flows built on access)."""
 
@@ -211,7 +232,7 @@ class FlowTable:
         rows = cols
         if src_key is None or dst_key is None:
             ip = (cols["ip_version"] != 0) & (cols["depth"] >= DEPTH_NETWORK)
-            rows = cols if ip.all() else cols[ip]
+            rows = cols if ip.all() else take_rows(cols, ip)
             src_key = endpoint_keys(rows["src"], rows["sport"])
             dst_key = endpoint_keys(rows["dst"], rows["dport"])
         if len(rows) == 0:
@@ -346,7 +367,7 @@ class FlowTable:
         # the state each piece leaves its flow in
         state = np.zeros(n_pieces, dtype=_SLOT_DTYPE)
         fresh = ~piece_cont
-        rows = self._rows[seg.order[piece_start[fresh]]]
+        rows = take_rows(self._rows, seg.order[piece_start[fresh]])
         f = _take(state, fresh)
         f["key"] = seg.k[piece_start[fresh]]
         f["ip_version"] = rows["ip_version"]
@@ -594,23 +615,9 @@ class FlowTable:
         `top_flows` of all live flows.
         """
         lru = self._lru
-        if len(lru) <= limit:
-            return _flows(_take(self._slots, lru), "")
-        if limit <= 0:
-            return []
         s = self._slots
-        nbytes = s["by_lo"][lru] + s["by_hi"][lru]
-        packets = s["pk_lo"][lru] + s["pk_hi"][lru]
-        first = s["first_ns"][lru]
-        keep = np.zeros(len(lru), dtype=bool)
-        for major, minor in ((nbytes, packets), (packets, nbytes)):
-            cut = np.partition(major, len(major) - limit)[len(major) - limit]  # the limit-th largest
-            near = np.flatnonzero(major >= cut)  # a superset: ties on the major key may be many
-            order = np.lexsort((first[near], minor[near], major[near]))
-            at = near[order[len(near) - limit]]  # the limit-th by the whole ranking
-            m, n, t = major[at], minor[at], first[at]
-            keep[near] |= (major[near] > m) | ((major[near] == m) & (
-                (minor[near] > n) | ((minor[near] == n) & (first[near] >= t))))
+        keep = top_candidates(s["by_lo"][lru] + s["by_hi"][lru], s["pk_lo"][lru] + s["pk_hi"][lru],
+                              s["first_ns"][lru], limit)
         return _flows(_take(s, lru[keep]), "")
 
     def flush(self, now_ns: int | None = None) -> None:

@@ -67,3 +67,14 @@ def address_words(addresses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The 16-byte address column as two big-endian uint64 words (for hashing and sorting)."""
     words = np.ascontiguousarray(addresses).view(">u8").reshape(-1, 2)
     return words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
+
+
+def take_rows(cols: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """cols[index] (indices or a bool mask), a copy: whole rows moved through a void view.
+
+    Fancy indexing a structured dtype with sub-array fields (src, dst) copies field by field,
+    several times slower.
+    """
+    if index.dtype == bool:
+        index = np.flatnonzero(index)
+    return np.ascontiguousarray(cols).view(np.dtype((np.void, cols.dtype.itemsize)))[index].view(cols.dtype)

@@ -25,7 +25,7 @@ from pktscope.capture import linktypes as lt
 from pktscope.capture.batch import Batch
 from pktscope.decoders import decode_batch, reference
 from pktscope.decoders import protocols as p
-from pktscope.decoders.columns import DEPTH_LINK, DEPTH_NETWORK, DEPTH_TRANSPORT, FRAG_LATER
+from pktscope.decoders.columns import DEPTH_LINK, DEPTH_NETWORK, DEPTH_TRANSPORT, FRAG_LATER, take_rows
 
 MAX_DEPTH = 4  # tunnels inside tunnels opened, at most
 _MAX_LABELS = 8  # MPLS labels / GTP extension headers followed (fuzzed frames repeat them)
@@ -411,7 +411,7 @@ def tunnel_rows(cols: np.ndarray) -> np.ndarray:
     kind = _BY_PROTO[cols["proto"]]
     rows = np.flatnonzero(kind)
     if len(rows):
-        c = cols[rows]
+        c = take_rows(cols, rows)
         kind = kind[rows]
         network = (c["ip_version"] != 0) & (c["depth"] >= DEPTH_NETWORK) & (c["frag"] != FRAG_LATER)
         udp = (kind == 2) & (c["depth"] >= DEPTH_TRANSPORT)
