@@ -50,10 +50,9 @@ _NO_PORT = len(_PORT_PROTOS) << 16  # the bin of rows without a service port
 
 def _counted(values: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct small non-negative integers (ascending), packets and bytes of each: bincounts, no sort."""
-    one = values[:1]
-    if len(one) and (values == one[0]).all():  # one value (a file's link type): no bincount
-        return one.astype(np.int64), np.array([len(values)]), np.array([int(sizes.sum())])
-    values = values.astype(np.intp)  # what bincount would do, once for both
+    values = values.astype(np.intp)  # one pass over a Columns field; bincount would convert twice
+    if len(values) and (values == values[0]).all():  # one value (a file's link type): no bincount
+        return values[:1], np.array([len(values)]), np.array([int(sizes.sum())])
     packets = np.bincount(values)
     nbytes = np.bincount(values, weights=sizes)
     uniq = np.flatnonzero(packets)
@@ -223,25 +222,26 @@ class Analysis:
     def _protocols(self, cols: np.ndarray, wire: np.ndarray, depth: np.ndarray, ip: np.ndarray,
                    every_ip: bool) -> None:
         s = self.snap
-        uniq, pk, by = _counted(np.ascontiguousarray(cols["linktype"]), wire)
+        uniq, pk, by = _counted(cols["linktype"], wire)
         for link, count in zip(uniq.tolist(), pk.tolist()):
             s.linktypes[link] = s.linktypes.get(link, 0) + count
         _count_into(s.l2, [linktype_name(v) for v in uniq.tolist()], pk, by)
-        encap = cols["encap"]
-        if encap.any():
+        encap = np.ascontiguousarray(cols["encap"])
+        if encap.any():  # counted per combination of bits (a handful), then summed per bit
+            combos, pk, by = _counted(encap, wire)
             for bit, name in _ENCAP_NAMES:
-                tagged = (encap & bit) != 0
+                tagged = (combos & bit) != 0
                 if tagged.any():
-                    _count_into(s.l2, [name], np.array([tagged.sum()]), np.array([wire[tagged].sum()]))
+                    _count_into(s.l2, [name], np.array([pk[tagged].sum()]), np.array([by[tagged].sum()]))
         linked = depth >= DEPTH_LINK
         if linked.all():
-            uniq, pk, by = _counted(np.ascontiguousarray(cols["ethertype"]), wire)
+            uniq, pk, by = _counted(cols["ethertype"], wire)
         elif linked.any():
             uniq, pk, by = _counted(cols["ethertype"][linked], wire[linked])
         if linked.any():
             _count_into(s.l3, [p.ethertype_name(v) if v else "none" for v in uniq.tolist()], pk, by)
         if every_ip:
-            uniq, pk, by = _counted(np.ascontiguousarray(cols["proto"]), wire)
+            uniq, pk, by = _counted(cols["proto"], wire)
         elif ip.any():
             uniq, pk, by = _counted(cols["proto"][ip], wire[ip])
         if every_ip or ip.any():
