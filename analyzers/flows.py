@@ -189,6 +189,8 @@ class _Segments:
     t0: np.ndarray
     t1: np.ndarray
     sums: dict[str, np.ndarray]  # per segment (walk order): pk_lo, by_lo, pk_hi, by_hi, fl_lo, fl_hi
+    walk: np.ndarray  # walk position -> position in key order
+    by_key: np.ndarray  # the segments' walk positions in key order (ties: time order, so walk order)
 
 
 class FlowTable:
@@ -257,7 +259,9 @@ class FlowTable:
         meta = (rows["ip_version"].astype(np.uint64) << np.uint64(24)) | (
             rows["proto"].astype(np.uint64) << np.uint64(16)) | rows["vlan"].astype(np.uint64)
         keys = combine(np.minimum(src_key, dst_key), np.maximum(src_key, dst_key), meta)
-        ts = rows["ts_ns"]
+        # fields read more than once or gathered in key order: copied out of the rows first (sequential
+        # passes over the batch; gathers from the strided fields would miss the cache)
+        ts = np.ascontiguousarray(rows["ts_ns"])
         order = None
         if len(ts) < 2 or (ts[1:] >= ts[:-1]).all():
             order = grouping_order(keys)
@@ -271,11 +275,11 @@ class FlowTable:
         first = np.flatnonzero(starts)
         last = np.append(first[1:], n) - 1
         fwd = forward[order]
-        size = rows["wire_len"][order].astype(np.int64)
-        flags = rows["tcp_flags"][order]
+        size = rows["wire_len"].astype(np.int64)[order]
+        flags = np.ascontiguousarray(rows["tcp_flags"])[order]
         pk_lo = np.add.reduceat(fwd.astype(np.int64), first)
         by_all = np.add.reduceat(size, first)
-        by_lo = np.add.reduceat(np.where(fwd, size, 0), first)
+        by_lo = np.add.reduceat(size * fwd, first)
         sums = {
             "pk_lo": pk_lo, "by_lo": by_lo, "pk_hi": (last - first + 1) - pk_lo, "by_hi": by_all - by_lo,
             "fl_lo": np.bitwise_or.reduceat(np.where(fwd, flags, 0), first),
@@ -283,10 +287,12 @@ class FlowTable:
         }
         # segments in order of their last packet: the order the live table is updated in
         walk = np.argsort(t[last], kind="stable")
+        by_key = np.empty_like(walk)
+        by_key[walk] = np.arange(len(walk))
         return _Segments(
             k=k, t=t, fwd=fwd, size=size, flags=flags, order=order,
             start=first[walk], end=last[walk] + 1, key=k[first[walk]], t0=t[first[walk]], t1=t[last[walk]],
-            sums={name: v[walk] for name, v in sums.items()},
+            sums={name: v[walk] for name, v in sums.items()}, walk=walk, by_key=by_key,
         )
 
     def _slot_of(self, keys: np.ndarray) -> np.ndarray:
@@ -306,14 +312,16 @@ class FlowTable:
         t0 = seg.t0[a:b]
         t1 = seg.t1[a:b]
         # the previous segment of the same key in this run (they are in time order), -1 for none
-        by_key = np.argsort(key, kind="stable")
+        whole = a == 0 and b == len(seg.key)
+        by_key = seg.by_key if whole else np.argsort(key, kind="stable")
         same = key[by_key[1:]] == key[by_key[:-1]]
         prev = np.full(m, -1, dtype=np.int64)
         prev[by_key[1:][same]] = by_key[:-1][same]
         is_last = np.ones(m, dtype=bool)
         is_last[by_key[:-1][same]] = False
         head = prev < 0
-        slot0 = np.where(head, self._slot_of(key), -1)
+        # looked up in key order when the run is the whole batch: sorted lookups stay in the cache
+        slot0 = np.where(head, self._slot_of(key[by_key])[seg.walk] if whole else self._slot_of(key), -1)
         found = slot0 >= 0
         old = _take(self._slots, np.maximum(slot0, 0))
         idle_gap = found & (t0 - old["last_ns"] > self.idle_ns)
@@ -458,7 +466,13 @@ class FlowTable:
         lru = self._lru
         self._lru = np.concatenate([lru[~touched[lru]], final_slot])
         # the key index: evicted keys leave, the run's keys point at their final slots
-        self._reindex(victim_keys, key[finals], final_slot)
+        if whole:  # the run's keys in key order: the index lookups stay in the cache
+            final_at = np.full(m, -1, dtype=np.int64)
+            final_at[finals] = np.arange(len(finals))
+            in_key_order = final_at[by_key[is_last[by_key]]]
+            self._reindex(victim_keys, key[finals][in_key_order], final_slot[in_key_order])
+        else:
+            self._reindex(victim_keys, key[finals], final_slot)
         return m
 
     def _victims(self, found_slots: np.ndarray, found_at: np.ndarray, evict_at: np.ndarray) -> np.ndarray | int:
