@@ -85,6 +85,10 @@ def list_runs() -> list[str]:
 def remove_run(rid: str) -> None:
     """Unpin everything of run `rid` (unlinking a pin drops the kernel object once no fd holds it)."""
     shutil.rmtree(os.path.join(PIN_ROOT, rid), ignore_errors=True)
+    try:  # the last run out leaves nothing behind, not even the empty pktscope directory
+        os.rmdir(PIN_ROOT)
+    except OSError:  # other runs still pinned (ENOTEMPTY), or already gone
+        pass
 
 
 def clean_stale() -> list[str]:

@@ -399,6 +399,8 @@ def test_live_blocked_prefixes_never_reach_userspace(veth_rig: netns.VethRig) ->
     assert e["passed"]["packets"] == passed
     assert e["seen"]["packets"] == e["blocked"]["packets"] + e["rejected"]["packets"] + e["passed"]["packets"]
     assert not directory.exists()
+    if not pins.list_runs():  # the only run: not even the empty pin root stays behind
+        assert not Path(pins.PIN_ROOT).exists()
 
 
 def test_live_block_add_and_del_during_the_run(veth_rig: netns.VethRig) -> None:
