@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pktscope.capture.batch import Batch
+
 # decode status of a frame: how far decoding got and why it stopped
 STATUS_OK = 0
 STATUS_TRUNCATED = 1  # a header runs past the captured bytes of a frame cut by the snaplen
@@ -56,6 +58,16 @@ COLUMNS_DTYPE = np.dtype(
 )
 
 V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
+
+
+def batch_columns(batch: Batch) -> np.ndarray:
+    """Zeroed Columns for a Batch, with the fields every decoder takes from it (time, lengths, link type)."""
+    cols = np.zeros(len(batch), dtype=COLUMNS_DTYPE)
+    cols["ts_ns"] = batch.ts_ns
+    cols["wire_len"] = batch.wirelens
+    cols["cap_len"] = batch.caplens
+    cols["linktype"] = batch.linktypes
+    return cols
 
 
 def empty_columns(n: int = 0) -> np.ndarray:

@@ -20,7 +20,6 @@ from pktscope.capture.batch import Batch
 from pktscope.decoders import protocols as p
 from pktscope.decoders import reference
 from pktscope.decoders.columns import (
-    COLUMNS_DTYPE,
     DEPTH_LINK,
     DEPTH_NETWORK,
     DEPTH_TRANSPORT,
@@ -30,6 +29,7 @@ from pktscope.decoders.columns import (
     FRAG_LATER,
     FRAG_NONE,
     STATUS_UNSUPPORTED,
+    batch_columns,
 )
 
 LINK_WINDOW = 24  # Ethernet with two VLAN tags (22 bytes), SLL2 (20), SLL (16), NULL/LOOP (4)
@@ -133,11 +133,7 @@ def _family_ethertype(family: np.ndarray) -> np.ndarray:
 def decode_batch_fast(batch: Batch) -> np.ndarray:
     """Decode every frame of a Batch into Columns: numpy for the common frames, dpkt for the rest."""
     n = len(batch)
-    cols = np.zeros(n, dtype=COLUMNS_DTYPE)
-    cols["ts_ns"] = batch.ts_ns
-    cols["wire_len"] = batch.wirelens
-    cols["cap_len"] = batch.caplens
-    cols["linktype"] = batch.linktypes
+    cols = batch_columns(batch)
     stats.frames += n
     if n == 0:
         return cols

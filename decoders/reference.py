@@ -41,6 +41,7 @@ from pktscope.decoders.columns import (
     STATUS_TRUNCATED,
     STATUS_UNSUPPORTED,
     V4_MAPPED_PREFIX,
+    batch_columns,
 )
 
 
@@ -596,11 +597,7 @@ def decode_frame(frame: bytes, linktype: int, wirelen: int | None = None) -> np.
 def decode_batch(batch: Batch) -> np.ndarray:
     """Decode every frame of a Batch into Columns, one at a time through dpkt."""
     n = len(batch)
-    cols = np.zeros(n, dtype=COLUMNS_DTYPE)
-    cols["ts_ns"] = batch.ts_ns
-    cols["wire_len"] = batch.wirelens
-    cols["cap_len"] = batch.caplens
-    cols["linktype"] = batch.linktypes
+    cols = batch_columns(batch)
     buf = batch.buf
     rows = []
     srcs = []
