@@ -53,6 +53,7 @@ BT_IDB = 0x00000001
 BT_PB = 0x00000002  # obsolete Packet Block (appendix A)
 BT_SPB = 0x00000003
 BT_EPB = 0x00000006
+_BATCH_BOUNDARIES = frozenset({BT_SHB, BT_IDB, BT_PB, BT_SPB, BT_EPB})  # blocks a batch does not span
 PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
 # smallest valid total length of each block (header, fixed fields, trailer; section 4)
 MIN_BLOCK_LEN = {BT_SHB: 28, BT_IDB: 20, BT_EPB: 32, BT_PB: 32, BT_SPB: 16}
@@ -360,19 +361,21 @@ class CaptureReader:
                         if problem:
                             break
                     continue
+                if starts and btype in _BATCH_BOUNDARIES:
+                    # A batch holds one kind of packet block and reads the interface table and byte
+                    # order once, so it ends before another kind of packet block, an IDB or an SHB.
+                    problem = yield from self._flush(buf, starts, kind, order, base + pos)
+                    starts = array("q")
+                    push = starts.append
+                    remaining = batch_frames
+                    if problem:
+                        break
                 if btype == BT_SHB:
                     shb_order = _shb_order(buf, pos)
                     if shb_order is None:
                         problem = (pos, "corrupt section header block: bad byte-order magic")
                         break
                     # the new section's byte order applies from its SHB on (section 4.1)
-                    if starts:
-                        problem = yield from self._flush(buf, starts, kind, order, base + pos)
-                        starts = array("q")
-                        push = starts.append
-                        remaining = batch_frames
-                        if problem:
-                            break
                     order = shb_order
                     head_at = struct.Struct(order + "II").unpack_from
                     blen = head_at(buf, pos)[1]
@@ -384,27 +387,12 @@ class CaptureReader:
                     need = blen
                     break
                 if btype == BT_EPB or btype == BT_SPB or btype == BT_PB:
-                    # a packet block of another kind than the batch so far: start a new batch, and let
-                    # the hot path above take this block
-                    if starts:
-                        problem = yield from self._flush(buf, starts, kind, order, base + pos)
-                        starts = array("q")
-                        push = starts.append
-                        remaining = batch_frames
-                        if problem:
-                            break
+                    # a packet block of another kind than the batch so far (which was flushed above):
+                    # the hot path takes it from here
                     kind = btype
                     kind_min = MIN_BLOCK_LEN[kind]
                     continue
                 elif btype == BT_IDB or btype == BT_SHB:
-                    # A batch reads the interface table once, so it must not span a change to it.
-                    if starts:
-                        problem = yield from self._flush(buf, starts, kind, order, base + pos)
-                        starts = array("q")
-                        push = starts.append
-                        remaining = batch_frames
-                        if problem:
-                            break
                     if btype == BT_SHB:
                         major = struct.unpack_from(order + "H", buf, pos + 12)[0]
                         if major != 1:  # section 4.1: a reader must not read a major version it does not know
