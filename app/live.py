@@ -118,16 +118,10 @@ def _reserve(remaining: Any, want: int) -> int:
     return take
 
 
-def _head(batch: Batch, n: int) -> Batch:
-    return Batch(batch.buf, batch.offsets[:n], batch.caplens[:n], batch.wirelens[:n], batch.ts_ns[:n],
-                 batch.linktypes[:n])
-
-
 def _filtered(batch: Batch, keep: np.ndarray, snaplen: int) -> Batch:
     """The frames of `batch` the userspace filter kept, cut to the snap length the user asked for."""
-    caplens = np.minimum(batch.caplens[keep], snaplen).astype(np.uint32, copy=False)
-    return Batch(batch.buf, batch.offsets[keep], caplens, batch.wirelens[keep], batch.ts_ns[keep],
-                 batch.linktypes[keep])
+    kept = batch.select(keep)
+    return replace(kept, caplens=np.minimum(kept.caplens, snaplen).astype(np.uint32, copy=False))
 
 
 def worker_exporter(cfg: LiveConfig, index: int) -> FlowExporter | None:
@@ -202,7 +196,7 @@ def worker_main(cfg: LiveConfig, index: int, conn: Connection, stop: Any, remain
                         stop.set()
                         if take == 0:
                             break
-                        batch = _head(batch, take)
+                        batch = batch.select(slice(0, take))
                 if writer is not None and not writer.finished:
                     writer.write(batch)
                 analysis.feed(decode_batch(batch), batch)

@@ -57,9 +57,7 @@ class FrameFilter:
             prog = self._program(link)
             if prog is not None:
                 rows = np.flatnonzero(links == link)
-                sub = Batch(batch.buf, batch.offsets[rows], batch.caplens[rows], batch.wirelens[rows],
-                            batch.ts_ns[rows], links[rows])
-                keep[rows] = prog.match_batch(sub)
+                keep[rows] = prog.match_batch(batch.select(rows))
         return keep
 
 
@@ -73,8 +71,7 @@ def filtered(batches: Iterator[Batch], frame_filter: FrameFilter | None) -> Iter
         if keep.all():
             yield batch
         elif keep.any():
-            yield Batch(batch.buf, batch.offsets[keep], batch.caplens[keep], batch.wirelens[keep],
-                        batch.ts_ns[keep], batch.linktypes[keep])
+            yield batch.select(keep)
 
 
 def analyse_reader(

@@ -25,6 +25,11 @@ class Batch:
     def __len__(self) -> int:
         return int(self.offsets.shape[0])
 
+    def select(self, index: np.ndarray | slice) -> Batch:
+        """The frames picked by `index` (a boolean mask, row numbers or a slice), sharing this buffer."""
+        return Batch(self.buf, self.offsets[index], self.caplens[index], self.wirelens[index],
+                     self.ts_ns[index], self.linktypes[index])
+
     def frame(self, i: int) -> bytes:
         """The captured bytes of frame i (a copy)."""
         start = int(self.offsets[i])

@@ -309,7 +309,5 @@ def decode_batch_fast(batch: Batch) -> np.ndarray:
     redo = np.flatnonzero(slow)
     if redo.shape[0]:
         stats.reference += redo.shape[0]
-        sub = Batch(batch.buf, batch.offsets[redo], batch.caplens[redo], batch.wirelens[redo],
-                    batch.ts_ns[redo], link[redo])
-        cols[redo] = reference.decode_batch(sub)
+        cols[redo] = reference.decode_batch(batch.select(redo))
     return cols
