@@ -62,13 +62,27 @@ def tools() -> list[Tool]:
         Tool("tcpdump -nn -r (print)", ("tcpdump", "-nn", "-r", "{file}"), "tcpdump"),
         Tool("tcpdump -r -w /dev/null", ("tcpdump", "-r", "{file}", "-w", "/dev/null"), "tcpdump"),
         Tool("dpkt loop (5-tuple dict)", (PY, str(HERE / "dpkt_loop.py"), "{file}"), "dpkt"),
-        Tool("nfstream", (PY, str(HERE / "nfstream_flows.py"), "{file}"), "nfstream"),
+        Tool("nfstream (n_dissections=0, no stats)", (nfstream_python(), str(HERE / "nfstream_flows.py"), "{file}"),
+             "nfstream"),
     ]
 
 
-def available(needs: str) -> bool:
+def nfstream_python() -> str:
+    """The interpreter for the nfstream row: this one if it has nfstream, else bench/out/peers's.
+
+    nfstream brings its own numpy and pandas, so bench/setup_peers.sh gives it a venv of its own.
+    """
+    if importlib.util.find_spec("nfstream") is not None:
+        return PY
+    return str(OUT / "peers" / "bin" / "python")
+
+
+def available(tool: Tool) -> bool:
+    needs = tool.needs
     if shutil.which(needs):
         return True
+    if tool.argv[0] != PY:  # a peer's own interpreter (nfstream's venv)
+        return Path(tool.argv[0]).exists()
     try:
         return importlib.util.find_spec(needs) is not None
     except (ImportError, ValueError):
@@ -100,8 +114,8 @@ def run_once(argv: list[str]) -> tuple[float, int, int, str]:
 
 def bench(tool: Tool, capture: Path, repeat: int) -> Result:
     res = Result(tool)
-    if not available(tool.needs):
-        res.skipped = f"{tool.needs} not installed"
+    if not available(tool):
+        res.skipped = f"{tool.needs} not installed (bash bench/setup_peers.sh)"
         return res
     argv = [a.replace("{file}", str(capture)) for a in tool.argv]
     for _ in range(repeat):
@@ -151,6 +165,20 @@ def render(results: list[Result], frames: int, repeat: int, capture: Path) -> Ta
     return table
 
 
+def machine() -> str:
+    """CPU model, cores, kernel and Python: the line the README quotes with each table."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{model}, {os.cpu_count()} cores, Linux {os.uname().release}, "
+            f"Python {sys.version.split()[0]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=1_000_000, help="frames in the capture (default 1M)")
@@ -162,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     capture = ensure_capture(args.frames, args.regenerate)
     console = Console(width=None if sys.stdout.isatty() else 130)
     load = os.getloadavg()
+    console.print(f"machine: {machine()}")
     console.print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     chosen = [t for t in tools() if not args.only or any(t.name.startswith(o) for o in args.only)]
     results = []
@@ -169,7 +198,32 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"running {tool.name} …", style="dim")
         results.append(bench(tool, capture, args.repeat))
     console.print(render(results, args.frames, args.repeat, capture))
+    for line in targets(results, args.frames):
+        console.print(line)
     return 0
+
+
+# issue 6's targets for `pktscope read --json`: (tool name prefix, how many times pktscope's wall it must take)
+TARGETS = (("nfstream", 8.0), ("tshark", 30.0), ("tcpdump -nn", 1.0))
+
+
+def targets(results: list[Result], frames: int) -> list[str]:
+    """One line per target of issue 6, with the measured figure and whether it is met."""
+    walls = {r.tool.name: statistics.median(r.walls) for r in results if r.walls}
+    base = next((w for name, w in walls.items() if name.startswith("pktscope")), None)
+    if base is None:
+        return []
+    rate = frames / base
+    lines = [f"target ≥ 2,000,000 frames/s: {rate:,.0f} — {'met' if rate >= 2e6 else 'not met'}"]
+    for prefix, want in TARGETS:
+        wall = next((w for name, w in walls.items() if name.startswith(prefix)), None)
+        if wall is None:
+            lines.append(f"target {prefix} ≥ {want:g}× pktscope's wall: not measured")
+            continue
+        ratio = wall / base
+        verdict = "met" if (ratio > want if want == 1.0 else ratio >= want) else "not met"
+        lines.append(f"target {prefix} ≥ {want:g}× pktscope's wall: {ratio:.2f}× — {verdict}")
+    return lines
 
 
 if __name__ == "__main__":
