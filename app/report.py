@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import heapq
 import socket
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
@@ -57,13 +58,13 @@ def _duration(s: Snapshot) -> float:
 
 def _host_rows(s: Snapshot, sort: str, top: int) -> list[tuple[bytes, list[int]]]:
     idx = (SENT_B, RECV_B) if sort == "bytes" else (SENT_P, RECV_P)
-    rows = sorted(s.hosts.items(), key=lambda kv: (-(kv[1][idx[0]] + kv[1][idx[1]]), kv[0]))
-    return rows[:top]
+    # heapq.nsmallest(n, ...) is sorted(...)[:n] in O(len log n): a capture can have 10^5 hosts
+    return heapq.nsmallest(top, s.hosts.items(), key=lambda kv: (-(kv[1][idx[0]] + kv[1][idx[1]]), kv[0]))
 
 
 def _port_rows(s: Snapshot, sort: str, top: int) -> list[tuple[tuple[int, int], list[int]]]:
     i = BYTES if sort == "bytes" else PKTS
-    return sorted(s.ports.items(), key=lambda kv: (-kv[1][i], kv[0]))[:top]
+    return heapq.nsmallest(top, s.ports.items(), key=lambda kv: (-kv[1][i], kv[0]))
 
 
 def _proto_rows(table: dict[str, list[int]], sort: str) -> list[tuple[str, list[int]]]:
