@@ -378,7 +378,7 @@ class LiveRun:
         return {
             "kernel": {"packets": k.packets, "drops": k.drops, "freezes": k.freeze_q_cnt},
             **({"ebpf": self.snap.extra["ebpf"]} if "ebpf" in self.snap.extra else {}),
-            "workers": [{"worker": i, "packets": self.worker_packets.get(i, 0),
+            "workers": [{"worker": i, "pid": self.procs[i].pid, "packets": self.worker_packets.get(i, 0),
                          "kernel_packets": self.kernel[i].packets if i in self.kernel else 0,
                          "kernel_drops": self.kernel[i].drops if i in self.kernel else 0}
                         for i in range(len(self.procs))],

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
@@ -77,7 +77,15 @@ class Run:
     traffic_cpu_s: float = 0.0  # while frames flowed (schedstat: from ready to SIGINT)
     runq_wait_s: float = 0.0  # time the consumer's processes were runnable but not running, meanwhile
     wall_s: float = 0.0
+    worker_cpu_s: dict[int, float] = field(default_factory=dict)  # worker pid -> CPU s while frames flowed
+    worker_packets: dict[int, int] = field(default_factory=dict)  # worker pid -> frames it analysed
     note: str = ""
+
+    @property
+    def worker_us_per_pkt(self) -> str:
+        """Each worker's CPU µs per frame it analysed, while frames flowed (workers in index order)."""
+        return ", ".join(f"{1e6 * self.worker_cpu_s.get(pid, 0.0) / n:.2f}" if n else "-"
+                         for pid, n in self.worker_packets.items())
 
     @property
     def loss_pct(self) -> float:
@@ -176,6 +184,21 @@ def tree_schedstat(pid: int) -> tuple[float, float]:
     return on_cpu, waiting
 
 
+def children_cpu(pid: int) -> dict[int, float]:
+    """Seconds on CPU of each direct child of a process (pktscope's workers), by pid."""
+    out = {}
+    try:
+        kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return out
+    for kid in kids:
+        try:
+            out[kid] = int(Path(f"/proc/{kid}/schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 def consumer_argv(name: str, seconds_hint: float, extra: list[str]) -> list[str]:
     if name == "tcpdump":
         return ["tcpdump", "-i", IF_CAP, "-n", "-p", "-w", "/dev/null"]
@@ -213,6 +236,7 @@ def measure(rig: Rig, conf: str, rate: int | None, count: int, consumer: str, se
             wait_line(proc, "stdout", '"event": "ready"')
         rx0 = rig.rx_packets()
         cpu0, wait0 = tree_schedstat(proc.pid)
+        kids0 = children_cpu(proc.pid)
         started = time.monotonic()
         if count:
             run.sent, run.note = trafgen(rig, conf, rate, count)
@@ -222,6 +246,7 @@ def measure(rig: Rig, conf: str, rate: int | None, count: int, consumer: str, se
         time.sleep(SETTLE_S)
         run.veth_rx = rig.rx_packets() - rx0
         cpu1, wait1 = tree_schedstat(proc.pid)
+        run.worker_cpu_s = {pid: t - kids0.get(pid, 0.0) for pid, t in children_cpu(proc.pid).items()}
         run.traffic_cpu_s, run.runq_wait_s = cpu1 - cpu0, wait1 - wait0
         proc.send_signal(signal.SIGINT)
         out, err, run.cpu_s = reap(proc)
@@ -243,11 +268,12 @@ def measure(rig: Rig, conf: str, rate: int | None, count: int, consumer: str, se
         return run
     run.captured = int(final["summary"]["packets"])
     run.drops = int(final["kernel"]["drops"])
+    run.worker_packets = {int(w["pid"]): int(w["packets"]) for w in final.get("workers", []) if "pid" in w}
     return run
 
 
 COLUMNS = ("rate", "consumer", "sent", "gen pps", "veth rx", "captured", "kernel drops", "loss %", "CPU s",
-           "CPU µs/pkt", "traffic CPU µs/pkt", "run-queue wait s", "note")
+           "CPU µs/pkt", "traffic CPU µs/pkt", "worker CPU µs/pkt", "run-queue wait s", "note")
 
 
 def rows(runs: list[Run]) -> list[tuple[str, ...]]:
@@ -259,7 +285,7 @@ def rows(runs: list[Run]) -> list[tuple[str, ...]]:
         pps = f"{r.sent / r.wall_s:,.0f}" if r.sent and r.wall_s else ""
         out.append((r.rate, r.consumer, f"{r.sent:,}", pps, f"{r.veth_rx:,}", f"{r.captured:,}", f"{r.drops:,}",
                     f"{r.loss_pct:.2f}", f"{r.cpu_s:.2f}", f"{per:.2f}" if r.captured else "",
-                    f"{net:.2f}" if r.captured else "", f"{r.runq_wait_s:.2f}", r.note))
+                    f"{net:.2f}" if r.captured else "", r.worker_us_per_pkt, f"{r.runq_wait_s:.2f}", r.note))
     return out
 
 
@@ -285,6 +311,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each fixed-rate run")
     parser.add_argument("--pktscope-args", nargs="*", default=[], metavar="ARG",
                         help="more options for pktscope live (e.g. --ring-mb 128); give them as --pktscope-args=--ring-mb=128")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of every consumer at every rate")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     parser.add_argument("--consumers", nargs="+", default=["pktscope --workers 1", "pktscope --workers auto",
                                                            "tcpdump"],
@@ -313,9 +340,12 @@ def main() -> int:
         for rate_arg in args.rates:
             rate = None if rate_arg == "max" else int(rate_arg)
             count = MAX_RATE_FRAMES if rate is None else int(rate * args.seconds)
-            for consumer in args.consumers:
-                runs.append(measure(rig, conf, rate, count, consumer, args.seconds, args.pktscope_args))
-                console.print(f"  {runs[-1]}", style="dim")
+            for k in range(args.repeat):  # consumers interleaved, so a noisy minute hits all of them
+                for consumer in args.consumers:
+                    runs.append(measure(rig, conf, rate, count, consumer, args.seconds, args.pktscope_args))
+                    if args.repeat > 1:
+                        runs[-1].rate += f" #{k + 1}"
+                    console.print(f"  {runs[-1]}", style="dim")
     body = rows(runs)
     console.print(table(body))
     if args.markdown:

@@ -320,6 +320,8 @@ def test_exact_count_matches_sent_and_tcpdump(veth_rig: netns.VethRig, tmp_path:
     assert packets(final) == sent == 500
     assert seen_by_tcpdump == sent
     assert final["kernel"]["packets"] == sent and final["kernel"]["drops"] == 0
+    worker_pid = final["workers"][0].pop("pid")  # the worker process, a child of pktscope's
+    assert isinstance(worker_pid, int) and worker_pid > 0 and worker_pid != run.proc.pid
     assert final["workers"] == [{"worker": 0, "packets": sent, "kernel_packets": sent, "kernel_drops": 0}]
     assert run.group_pids() == []
 
