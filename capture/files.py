@@ -212,6 +212,7 @@ class CaptureReader:
         self._lengths_swapped = (major == 2 and minor < 3) or major == 543
         self._nsec = magic == PCAP_MAGIC_NSEC
         self._record_header_len = 24 if magic == PCAP_MAGIC_KUZNETZOV else 16
+        self._cap_field = 12 if self._lengths_swapped else 8  # offset of the caplen field in a record
         self.snaplen = snaplen
         self.linktypes = [linktype & PCAP_LINKTYPE_MASK]
         self.linktype_ext = linktype & ~PCAP_LINKTYPE_MASK  # FCS length bits, kept for writers
@@ -219,7 +220,7 @@ class CaptureReader:
     def _iter_pcap(self) -> Iterator[Batch]:
         hlen = self._record_header_len
         cap_at = struct.Struct(self._order + "I").unpack_from
-        cap_field = 12 if self._lengths_swapped else 8
+        cap_field = self._cap_field
         limit = max_caplen(self.linktypes[0])
         batch_frames = self.batch_frames
         base = PCAP_FILE_HEADER_LEN  # file offset of buf[0]
@@ -237,25 +238,7 @@ class CaptureReader:
                 else:
                     self.bytes_read = base
                 return
-            starts = array("q")
-            push = starts.append
-            # the hot loop: one unpack per record, no per-packet objects, no bounds test. `at` is the
-            # caplen field of the record at `at - cap_field`; an unpack past the buffer's end raises,
-            # a record running past it ends the walk, and caplens over the limit are found afterwards
-            # (records walked after one are discarded). The chunk is cut into batches afterwards.
-            at = cap_field
-            past = end + cap_field  # `at` of a record starting at the end of the buffer
-            try:
-                while True:
-                    nxt = at + hlen + cap_at(buf, at)[0]
-                    if nxt > past:
-                        break
-                    push(at)
-                    at = nxt
-            except struct.error:
-                pass
-            pos = at - cap_field
-            st = np.frombuffer(starts, dtype=np.int64) - cap_field
+            st, pos = self._walk_pcap(buf, end, limit)
             corrupt = 0
             if st.shape[0]:
                 raw = np.frombuffer(buf, dtype=np.uint8)
@@ -280,6 +263,166 @@ class CaptureReader:
                 self._stop(base + pos, f"corrupt record: caplen {corrupt} exceeds the maximum {limit}")
                 return
             need = hlen if pos + hlen > end else hlen + cap
+
+    # The record walk. A record's start is only known from the one before it (start + header + caplen),
+    # so the plain walk is a Python loop. The fast walk proves the same chain with numpy: it takes as
+    # candidates every offset whose ts_sec high half is near that of the record it starts from (true
+    # records almost all are; a few payload offsets are too), links each candidate to the candidate its
+    # caplen leads to, and follows the links from that record by pointer doubling. Every record on that
+    # path is a true record by induction (its start came from the previous one's caplen, exactly as the
+    # loop computes it), so the heuristic decides only how far the proof reaches, never what it says;
+    # where the path stops short, the walk goes on from there, and the plain loop takes over wherever
+    # the fast walk keeps proving little.
+
+    _fast_walk = True  # False: walk every chunk with the plain loop (the reference the tests compare with)
+    FAST_WALK_MIN_BYTES = 1 << 16  # less than this left in a chunk: the plain loop is as quick
+    FAST_WALK_FIRST_WINDOW = 1 << 20  # bytes a chunk's first fast step looks at; doubled after good ones
+    FAST_WALK_POOR_STEPS = 3  # after this many steps proving under half their window: the plain loop
+
+    def _walk_pcap(self, buf: bytes | bytearray, end: int, limit: int) -> tuple[np.ndarray, int]:
+        """The records of ``buf[:end]`` chained from offset 0, and where the chain stops.
+
+        Returns the record starts (int64) and the start of the first record whose header or data is
+        not all in the buffer, as the plain loop finds them; the walk may also stop early at a record
+        whose caplen exceeds ``limit`` (everything from there on is discarded by the caller anyway).
+        """
+        if not self._fast_walk or end < self.FAST_WALK_MIN_BYTES:
+            starts, pos = self._walk_pcap_slow(buf, 0, end)
+            return np.frombuffer(starts, dtype=np.int64) - self._cap_field, pos
+        hlen = self._record_header_len
+        cap_field = self._cap_field
+        cap_at = struct.Struct(self._order + "I").unpack_from
+        raw = np.frombuffer(buf, dtype=np.uint8, count=end)
+        u2 = self._order + "u2"
+        halves = (raw[: end & ~1].view(u2), raw[1 : 1 + ((end - 1) & ~1)].view(u2))
+        u4 = np.ndarray((end - 3,), self._order + "u4", buffer=buf, strides=(1,))  # u4[i]: the word at i
+        parts: list[np.ndarray] = []
+        pos = 0
+        window = self.FAST_WALK_FIRST_WINDOW
+        poor = 0
+        while pos + hlen <= end:
+            cap = cap_at(buf, pos + cap_field)[0]
+            if cap > limit or pos + hlen + cap > end:
+                break  # the record at pos ends the walk (the caller tells which way)
+            if poor >= self.FAST_WALK_POOR_STEPS or end - pos < self.FAST_WALK_MIN_BYTES:
+                starts, pos = self._walk_pcap_slow(buf, pos, end)
+                parts.append(np.frombuffer(starts, dtype=np.int64) - cap_field)
+                break
+            stop = min(end, pos + window)
+            proven, nxt = self._walk_pcap_fast(halves, u4, pos, stop, end, limit)
+            parts.append(proven)
+            if (nxt - pos) * 2 < stop - pos:
+                poor += 1
+                window = self.FAST_WALK_FIRST_WINDOW
+            else:
+                window *= 2
+            pos = nxt
+        if not parts:
+            return np.zeros(0, dtype=np.int64), pos
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), pos
+
+    def _walk_pcap_slow(self, buf: bytes | bytearray, pos: int, end: int) -> tuple[array, int]:
+        """The plain walk from the record at ``pos``: the caplen-field offsets of the records that end
+        by ``end`` (their start + the caplen field's offset), and the start of the first that does not."""
+        hlen = self._record_header_len
+        cap_field = self._cap_field
+        cap_at = struct.Struct(self._order + "I").unpack_from
+        starts = array("q")
+        push = starts.append
+        # the hot loop: one unpack per record, no per-packet objects, no bounds test. `at` is the
+        # caplen field of the record at `at - cap_field`; an unpack past the buffer's end raises,
+        # a record running past `end` ends the walk, and caplens over the limit are found afterwards
+        # (records walked after one are discarded).
+        at = pos + cap_field
+        past = end + cap_field  # `at` of a record starting at `end`
+        try:
+            while True:
+                nxt = at + hlen + cap_at(buf, at)[0]
+                if nxt > past:
+                    break
+                push(at)
+                at = nxt
+        except struct.error:
+            pass
+        return starts, at - cap_field
+
+    def _walk_pcap_fast(
+        self, halves: tuple[np.ndarray, np.ndarray], u4: np.ndarray, pos: int, stop: int, end: int, limit: int
+    ) -> tuple[np.ndarray, int]:
+        """Records chained from the record at ``pos`` (whole in the buffer, caplen within ``limit``)
+        that start before ``stop``, as far as numpy can prove the chain; and the start of the record
+        after the last one proven (it may still be good: the caller goes on from there).
+
+        ``halves`` are the buffer's 16-bit words (in the file's byte order) at even and at odd offsets,
+        ``u4[i]`` is the 32-bit word at offset i.
+        Every record returned ends by ``end`` and has a caplen within ``limit``, so the plain loop
+        would have walked the same ones.
+        """
+        none = np.zeros(0, dtype=np.int64)
+        hlen = self._record_header_len
+        little = self._order == "<"
+        hi_at = 2 if little else 0  # offset of ts_sec's high 16 bits in a record (an even one)
+        hi = int(halves[pos & 1][(pos + hi_at) >> 1])
+        last = min(stop, end - hlen + 1) - 1  # the last candidate start (its header is in the buffer)
+        # Candidates: offsets p in pos..last whose ts_sec high half equals the record at pos's, word
+        # j of halves[parity] being at offset parity + 2 * j
+        found = []
+        for parity in (0, 1):
+            words = halves[parity]
+            j0 = (pos + hi_at - parity + 1) >> 1
+            j1 = (last + hi_at - parity) >> 1
+            if j1 < j0:
+                continue
+            j = np.flatnonzero(words[j0 : j1 + 1] == hi)
+            if j.shape[0] > (j1 - j0) // 4 + 64:
+                # a common value of ts_sec's high half (0?) matching all over the payload: the work
+                # below would cost more than the plain loop
+                return none, pos
+            found.append(j * 2 + (2 * j0 + parity - hi_at))
+        cand = np.concatenate(found)
+        cand.sort(kind="stable")  # two sorted runs: a merge
+        cap = u4[cand + self._cap_field].astype(np.int64)
+        m = cand.shape[0]
+        succ = cand + hlen + cap
+        valid = (cap <= limit) & (succ <= end)
+        if not m or cand[0] != pos or not valid[0]:  # cannot happen for a record the caller checked
+            return none, pos
+        # Candidate u leads to u + 1 where its record ends at the next candidate's start (both records
+        # acceptable). The others ("breaks") lead wherever their record ends, if that is a candidate.
+        step = np.zeros(m, dtype=bool)
+        step[:-1] = (succ[:-1] == cand[1:]) & valid[:-1] & valid[1:]
+        brk = np.flatnonzero(~step)  # includes m - 1
+        nb = brk.shape[0]
+        to = succ[brk]
+        target = np.searchsorted(cand, to)
+        near = np.minimum(target, m - 1)
+        ok = valid[brk] & (target < m) & (cand[near] == to) & valid[near]
+        # break b leads through target[b] and the steps after it to the next break: link[b]
+        link = np.full(nb + 1, nb, dtype=np.intp)
+        link[:nb][ok] = np.searchsorted(brk, target[ok])
+        # Pointer doubling from break 0 (the first on the way from candidate 0): jumps[k][b] is 2**k
+        # breaks on from b, nb past the end; the path meets nb within 2**K breaks.
+        jumps = [link]
+        while jumps[-1][0] != nb:
+            jumps.append(jumps[-1][jumps[-1]])
+        path = np.zeros(1, dtype=np.intp)
+        for jump in reversed(jumps[:-1]):
+            path = np.stack([path, jump[path]], axis=1).ravel()  # the breaks 0 .. 2**K - 1 on, in order
+        path = path[: int(np.count_nonzero(path < nb))]
+        # the records proven: each break on the path and the steps leading to it
+        ends = brk[path]
+        begins = np.empty_like(ends)
+        begins[0] = 0
+        begins[1:] = target[path[:-1]]
+        after = int(succ[ends[-1]])
+        if ends.shape[0] == 1:
+            return cand[: ends[0] + 1], after
+        if ends.shape[0] <= 64:
+            return np.concatenate([cand[b : e + 1] for b, e in zip(begins.tolist(), ends.tolist())]), after
+        mark = np.zeros(m + 1, dtype=np.int32)
+        mark[begins] = 1
+        mark[ends + 1] -= 1
+        return cand[np.cumsum(mark[:m]) > 0], after
 
     def _pcap_batch(self, buf: bytes | bytearray, st: np.ndarray) -> Batch:
         raw = np.frombuffer(buf, dtype=np.uint8)

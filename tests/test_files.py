@@ -7,6 +7,8 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 
 from pktscope.capture.batch import Batch
-from pktscope.capture.files import CaptureError, CaptureReader, open_capture
+from pktscope.capture.files import CHUNK_SIZE, DEFAULT_BATCH_FRAMES, CaptureError, CaptureReader, open_capture
 
 TSHARK = shutil.which("tshark")
 TCPDUMP = shutil.which("tcpdump")
@@ -605,3 +607,291 @@ def test_corpus_frame_counts_match_capinfos(corpus_reference: dict[str, dict[str
 def test_corpus_mixed_interfaces_agree_with_tshark(corpus_reference: dict[str, dict[str, str]]) -> None:
     path = CORPUS / "PcapPlusPlus/Tests/Packet++Test/PacketExamples/ldap.pcapng"
     assert ours(path) == tshark_frames(path)
+
+
+# -- the vectorized pcap record walk against the plain one ----------------------------------------
+#
+# CaptureReader walks pcap records with numpy where it can prove the chain and with the plain Python
+# loop elsewhere; `_fast_walk = False` makes it use the plain loop only. Both must give the same
+# batches (arrays, split points, buffers), the same bytes_read after each, and the same ending.
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+# thresholds of the fast walk: as shipped, and forced on everywhere with tiny windows (so that small
+# files and small chunks take it, and its steps stop short all the time)
+WALK_TUNINGS: dict[str, dict[str, int]] = {
+    "shipped": {},
+    "eager": {"FAST_WALK_MIN_BYTES": 0, "FAST_WALK_FIRST_WINDOW": 64, "FAST_WALK_POOR_STEPS": 10**9},
+    "short": {"FAST_WALK_MIN_BYTES": 200, "FAST_WALK_FIRST_WINDOW": 1000, "FAST_WALK_POOR_STEPS": 2},
+}
+# (chunk_size, batch_frames, tuning)
+WALK_CONFIGS = [
+    (CHUNK_SIZE, DEFAULT_BATCH_FRAMES, "shipped"),
+    (1 << 20, DEFAULT_BATCH_FRAMES, "shipped"),
+    (1000, DEFAULT_BATCH_FRAMES, "eager"),
+    (4099, 7, "eager"),
+    (100_003, 1000, "short"),
+]
+
+
+def walk_read(
+    path: Path, chunk_size: int, batch_frames: int, fast: bool, tuning: str
+) -> tuple[list, tuple, int]:
+    """Every batch's arrays and bytes_read, the reader's final state, and the records the fast walk proved."""
+    with open_capture(str(path), batch_frames=batch_frames, chunk_size=chunk_size) as reader:
+        reader._fast_walk = fast
+        for name, value in WALK_TUNINGS[tuning].items():
+            setattr(reader, name, value)
+        proven = 0
+        fast_walk = reader._walk_pcap_fast
+
+        def counting(*args: object) -> tuple[np.ndarray, int]:
+            nonlocal proven
+            starts, after = fast_walk(*args)
+            proven += len(starts)
+            return starts, after
+
+        reader._walk_pcap_fast = counting  # type: ignore[method-assign]
+        batches = [
+            (len(b.buf), b.offsets, b.caplens, b.wirelens, b.ts_ns, b.linktypes, reader.bytes_read)
+            for b in reader
+        ]
+        state = (
+            reader.format,
+            reader.truncated,
+            reader.warning,
+            reader.bytes_read,
+            reader.frames,
+            reader.skipped,
+        )
+    return batches, state, proven
+
+
+def walk_differences(path: Path, configs: list[tuple[int, int, str]] = WALK_CONFIGS) -> tuple[list[str], int]:
+    """How the fast walk's reading of path differs from the plain loop's (nothing, we hope), and how many
+    records the fast walk proved in all."""
+    problems = []
+    proven = 0
+    for chunk_size, batch_frames, tuning in configs:
+        where = f"{path.name} chunk {chunk_size} batch {batch_frames} {tuning}"
+        old, old_state, _ = walk_read(path, chunk_size, batch_frames, False, tuning)
+        new, new_state, n = walk_read(path, chunk_size, batch_frames, True, tuning)
+        proven += n
+        if old_state != new_state:
+            problems.append(f"{where}: ended {new_state}, plain loop {old_state}")
+        if len(old) != len(new):
+            problems.append(f"{where}: {len(new)} batches, plain loop {len(old)}")
+        for i, (a, b) in enumerate(zip(old, new)):
+            same = a[0] == b[0] and a[6] == b[6]
+            same = same and all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a[1:6], b[1:6]))
+            if not same:
+                problems.append(f"{where}: batch {i} differs")
+                break
+    return problems, proven
+
+
+@dataclass
+class Rec:
+    """One raw pcap record: header fields as written (they need not tell the truth) and the data."""
+
+    sec: int
+    frac: int
+    data: bytes
+    cap: int | None = None  # caplen field; len(data) when None
+    wire: int | None = None  # wirelen field; len(data) when None
+
+
+def raw_pcap(
+    recs: list[Rec],
+    *,
+    order: str = "<",
+    magic: int = 0xA1B2C3D4,
+    version: tuple[int, int] = (2, 4),
+    linktype: int = LINKTYPE_ETHERNET,
+) -> bytes:
+    """A pcap file whose record headers say exactly what recs say; swapped-length versions (before 2.3,
+    543.0) get caplen in the second length field, Kuznetzov files 8 more header bytes."""
+    swapped = version[0] == 2 and version[1] < 3 or version == (543, 0)
+    out = [struct.pack(order + "IHHiIII", magic, *version, 0, 0, 65535, linktype)]
+    for r in recs:
+        cap = len(r.data) if r.cap is None else r.cap
+        wire = len(r.data) if r.wire is None else r.wire
+        lens = (wire, cap) if swapped else (cap, wire)
+        out.append(struct.pack(order + "IIII", r.sec & 0xFFFFFFFF, r.frac, *lens))
+        if magic == 0xA1B2CD34:
+            out.append(struct.pack(order + "IHBB", 3, 0x0800, 0, 0))
+        out.append(r.data)
+    return b"".join(out)
+
+
+def record_header(r: Rec, order: str = "<") -> bytes:
+    return struct.pack(order + "IIII", r.sec, r.frac, len(r.data) if r.cap is None else r.cap, len(r.data))
+
+
+def traffic(
+    rng: np.random.Generator, n: int, sec: int, step: float = 0.001, sizes: tuple[int, int] = (0, 300)
+) -> list[Rec]:
+    """n records of random bytes and sizes, seconds from sec on."""
+    recs = []
+    for i in range(n):
+        t = sec + i * step
+        size = int(rng.integers(*sizes))
+        recs.append(Rec(int(t), int((t % 1) * 1e6), rng.integers(0, 256, size, dtype=np.uint8).tobytes()))
+    return recs
+
+
+def with_fake_headers(rng: np.random.Generator, recs: list[Rec], order: str = "<") -> list[Rec]:
+    """Payloads holding copies of real record headers (of this record, the next ones, earlier ones):
+    every copy is a candidate record start with a caplen that leads somewhere plausible."""
+    out = []
+    for i, r in enumerate(recs):
+        data = bytearray(r.data)
+        for _ in range(int(rng.integers(0, 4))):
+            other = recs[int(np.clip(i + rng.integers(-3, 4), 0, len(recs) - 1))]
+            at = int(rng.integers(0, len(data) + 1))
+            data[at:at] = record_header(other, order)
+        out.append(Rec(r.sec, r.frac, bytes(data), wire=len(data) + 10))
+    return out
+
+
+def adversarial_files(tmp_path: Path) -> dict[str, bytes]:
+    rng = np.random.default_rng(20261127)
+    files: dict[str, bytes] = {}
+    base = traffic(rng, 3000, T0)
+    files["fake-headers"] = raw_pcap(with_fake_headers(rng, base))
+    files["fake-headers-be"] = raw_pcap(with_fake_headers(rng, base, ">"), order=">")
+    # a record whose whole payload is a chain of valid-looking headers with caplen 0
+    chain = b"".join(record_header(Rec(T0, 5, b"")) for _ in range(40))
+    files["fake-chain"] = raw_pcap(
+        [*base[:100], Rec(T0, 7, chain), *base[100:200], Rec(T0, 7, chain * 3)] * 5
+    )
+    # ts_sec crosses a multiple of 65536 seconds (its high half changes) mid-file, twice
+    files["ts-high-half-changes"] = raw_pcap(traffic(rng, 4000, (T0 | 0xFFFF) - 1, step=0.0011))
+    files["ts-high-half-changes-be"] = raw_pcap(traffic(rng, 4000, (T0 | 0xFFFF) - 1, step=0.0011), order=">")
+    # timestamps out of order: a few jumps back and forth, then at random on every record
+    jumpy = traffic(rng, 3000, T0)
+    for i in range(0, 3000, 250):
+        for r in jumpy[i : i + 100]:
+            r.sec -= 70_000 * (i % 3)
+    files["ts-jumps"] = raw_pcap(jumpy)
+    chaos = traffic(rng, 3000, T0)
+    for r in chaos:
+        r.sec = int(rng.integers(0, 1 << 32))
+    files["ts-random"] = raw_pcap(chaos)
+    # ts_sec 0 everywhere and zero payloads: every other word looks like a record start
+    files["ts-zero"] = raw_pcap([Rec(0, 0, bytes(int(rng.integers(0, 100)))) for _ in range(3000)])
+    files["ts-zero-fake"] = raw_pcap(with_fake_headers(rng, [Rec(0, i, bytes(50)) for i in range(3000)]))
+    # byte orders, resolutions, swapped lengths (2.2 and DG/UX 543.0), Kuznetzov headers
+    recs = with_fake_headers(rng, traffic(rng, 2000, T0, sizes=(0, 2000)))
+    for order in "<>":
+        o = "le" if order == "<" else "be"
+        files[f"nsec-{o}"] = raw_pcap(recs, order=order, magic=0xA1B23C4D)
+        files[f"v2.2-{o}"] = raw_pcap(recs, order=order, version=(2, 2))
+        files[f"v543-{o}"] = raw_pcap(recs, order=order, version=(543, 0))
+        files[f"kuznetzov-{o}"] = raw_pcap(recs, order=order, magic=0xA1B2CD34)
+    # caplen 0 records, alone and in runs
+    zeros = traffic(rng, 3000, T0, sizes=(0, 40))
+    for r in zeros[::3]:
+        r.data = b""
+    files["caplen-0"] = raw_pcap(zeros + [Rec(T0 + 9, 0, b"") for _ in range(500)])
+    # caplen 0 but a wire length (snaplen 0 style), and caplen above the wire length
+    files["caplen-vs-wire"] = raw_pcap([Rec(r.sec, r.frac, r.data, wire=len(r.data) // 2) for r in base])
+    # truncated last record: cut inside its header and inside its data
+    whole = raw_pcap(base)
+    files["cut-in-header"] = whole[: len(whole) - len(base[-1].data) - 7]
+    files["cut-in-data"] = whole[: len(whole) - max(len(base[-1].data) // 2, 1)]
+    # a corrupt caplen (over libpcap's maximum) mid-file, its record whole or running past the end
+    for name, cap in [("corrupt-caplen", 300_000), ("corrupt-caplen-huge", 0xFFFFFFF0)]:
+        bad = [Rec(r.sec, r.frac, r.data) for r in base]
+        bad[1700] = Rec(bad[1700].sec, bad[1700].frac, bad[1700].data, cap=cap)
+        files[name] = raw_pcap(bad)
+    bad = [Rec(r.sec, r.frac, r.data) for r in base]
+    bad[2999] = Rec(bad[2999].sec, bad[2999].frac, bytes(100), cap=262_145)
+    files["corrupt-caplen-last"] = raw_pcap(bad)
+    # records bigger than the small chunks, and caplens that only USBPCAP's 1 MiB limit allows
+    files["big-records"] = raw_pcap(traffic(rng, 300, T0, sizes=(0, 20_000)))
+    big = traffic(rng, 40, T0, sizes=(200_000, 400_000))
+    files["usbpcap-over-262144"] = raw_pcap(big, linktype=249)
+    files["ethernet-over-262144"] = raw_pcap(big)
+    # a record header whose caplen leads exactly to the file's end, and one byte past it
+    files["header-only-last"] = raw_pcap([*base[:500], Rec(T0 + 1, 0, b"", cap=0)])
+    return files
+
+
+@pytest.fixture(scope="module")
+def adversarial(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("walk")
+    paths = {}
+    for name, data in adversarial_files(out).items():
+        paths[name] = out / f"{name}.pcap"
+        paths[name].write_bytes(data)
+    return paths
+
+
+ADVERSARIAL = [
+    "fake-headers", "fake-headers-be", "fake-chain", "ts-high-half-changes", "ts-high-half-changes-be", "ts-jumps",
+    "ts-random", "ts-zero", "ts-zero-fake", "nsec-le", "nsec-be", "v2.2-le", "v2.2-be", "v543-le", "v543-be",
+    "kuznetzov-le", "kuznetzov-be", "caplen-0", "caplen-vs-wire", "cut-in-header", "cut-in-data", "corrupt-caplen",
+    "corrupt-caplen-huge", "corrupt-caplen-last", "big-records", "usbpcap-over-262144", "ethernet-over-262144",
+    "header-only-last",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_fast_walk_equals_plain_loop_on_adversarial_pcaps(adversarial: dict[str, Path], name: str) -> None:
+    problems, proven = walk_differences(adversarial[name])
+    assert not problems
+    if not name.startswith(("ts-random", "ts-zero", "usbpcap", "ethernet-over")):
+        assert proven > 0  # the fast walk did take part
+
+
+def test_adversarial_files_are_what_they_claim(adversarial: dict[str, Path]) -> None:
+    """The damaged ones stop where they should, the rest read whole (so the comparisons cover both)."""
+    assert set(ADVERSARIAL) == set(adversarial)
+    for name, path in adversarial.items():
+        with open_capture(str(path)) as reader:
+            frames = sum(len(b) for b in reader)
+        damaged = name.startswith(("cut-", "corrupt-", "ethernet-over"))
+        assert reader.truncated == damaged, name
+        if name.startswith("corrupt-caplen") and name != "corrupt-caplen-last":
+            assert frames == 1700 and "exceeds the maximum" in (reader.warning or "")
+
+
+def test_fast_walk_equals_plain_loop_on_samples() -> None:
+    paths = sorted(p for p in SAMPLES.rglob("*") if p.suffix in (".pcap", ".pcapng"))
+    assert paths
+    problems = []
+    for path in paths:
+        problems += walk_differences(path)[0]
+    assert not problems
+
+
+def test_fast_walk_equals_plain_loop_on_the_corpus(corpus_reference: dict[str, dict[str, str]]) -> None:
+    problems = []
+    proven = 0
+    for name in corpus_reference:
+        try:
+            open_capture(str(CORPUS / name)).close()
+        except CaptureError:
+            continue  # not a capture for us: no walk to compare
+        found, n = walk_differences(CORPUS / name)
+        problems += found
+        proven += n
+    assert not problems
+    assert proven > 0
+
+
+@pytest.fixture(scope="module")
+def bench_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bench") / "bench.pcap"
+    subprocess.run([sys.executable, str(REPO / "bench" / "gen_capture.py"), str(path), "--frames", "50000"],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    return path
+
+
+def test_fast_walk_equals_plain_loop_on_a_bench_capture(bench_capture: Path) -> None:
+    problems, proven = walk_differences(bench_capture)
+    assert not problems
+    # the shipped thresholds at the default chunk size prove nearly every record with numpy
+    _, state, proven = walk_read(bench_capture, CHUNK_SIZE, DEFAULT_BATCH_FRAMES, True, "shipped")
+    assert state[4] == 50000 and proven >= 49_000
