@@ -20,6 +20,7 @@ from pktscope.capture.batch import Batch
 from pktscope.decoders import protocols as p
 from pktscope.decoders import reference
 from pktscope.decoders.columns import (
+    COLUMNS_DTYPE,
     DEPTH_LINK,
     DEPTH_NETWORK,
     DEPTH_TRANSPORT,
@@ -130,6 +131,182 @@ def _family_ethertype(family: np.ndarray) -> np.ndarray:
     return et
 
 
+# --- the plain path -----------------------------------------------------------------------------
+# Most frames are a link header (Ethernet with at most one 802.1Q tag, SLL, SLL2 or none), an IPv4
+# header without options or fragmentation or an IPv6 header without extension headers, then a TCP,
+# UDP, SCTP or ICMP header (or an IP protocol pktscope does not open), all whole inside the captured
+# bytes. Those rows are decoded here from one window per frame and written into Columns a few wide
+# words at a time; every other frame goes through `_decode_general` below.
+
+PLAIN_WINDOW = 80  # from the frame start: SLL2 (20) + IPv6 (40) + TCP up to its flags byte (14)
+
+# row words written by the plain path (offsets in COLUMNS_DTYPE; see _check_layout)
+_W18 = np.dtype({"names": ["w"], "formats": ["<u8"], "offsets": [18], "itemsize": COLUMNS_DTYPE.itemsize})
+_A34 = np.dtype({"names": ["w"], "formats": ["<u8"], "offsets": [34], "itemsize": COLUMNS_DTYPE.itemsize})
+_A50 = np.dtype({"names": ["w"], "formats": ["<u8"], "offsets": [50], "itemsize": COLUMNS_DTYPE.itemsize})
+_ADDR = np.dtype({"names": ["w"], "formats": ["V32"], "offsets": [26], "itemsize": COLUMNS_DTYPE.itemsize})
+_PORTS = np.dtype({"names": ["w"], "formats": ["<u4"], "offsets": [58], "itemsize": COLUMNS_DTYPE.itemsize})
+_DEPTH = np.dtype({"names": ["w"], "formats": ["<u2"], "offsets": [76], "itemsize": COLUMNS_DTYPE.itemsize})
+
+
+def _check_layout() -> None:
+    """The words above cover these fields, in this order, at these offsets (COLUMNS_DTYPE must not move)."""
+    at = {name: COLUMNS_DTYPE.fields[name][1] for name in COLUMNS_DTYPE.names}
+    want = {"ethertype": 18, "vlan": 20, "encap": 22, "ip_version": 23, "proto": 24, "tcp_flags": 25,
+            "src": 26, "dst": 42, "sport": 58, "dport": 60, "depth": 76, "status": 77}
+    assert all(at[k] == v for k, v in want.items()), "COLUMNS_DTYPE layout changed: update fast.py"
+    assert COLUMNS_DTYPE.byteorder in "=<|" and np.little_endian, "the plain path writes little-endian words"
+
+
+_check_layout()
+
+# per IP protocol: transport bytes a plain frame must have captured (AH: never plain), whether its
+# header has ports, and the depth its frames reach
+_NEED = np.zeros(256, dtype=np.int32)
+_NEED[[p.IPPROTO_TCP, p.IPPROTO_UDP, p.IPPROTO_SCTP, p.IPPROTO_ICMP, p.IPPROTO_ICMPV6, p.IPPROTO_AH]] = (
+    _TCP_MIN, _UDP_LEN, _SCTP_LEN, _ICMP_LEN, _ICMP_LEN, 1 << 20)
+_PORTED = _table([p.IPPROTO_TCP, p.IPPROTO_UDP, p.IPPROTO_SCTP], 256)
+_DEPTH_OF = np.full(256, DEPTH_NETWORK, dtype=np.uint16)
+_DEPTH_OF[[p.IPPROTO_TCP, p.IPPROTO_UDP, p.IPPROTO_SCTP, p.IPPROTO_ICMP, p.IPPROTO_ICMPV6]] = DEPTH_TRANSPORT
+_V4_MAPPED_HI = np.uint64(0xFFFF0000)  # bytes 8-11 of ::ffff:a.b.c.d as the low half of a word (memory order)
+
+
+def _col(g: np.ndarray, col: int, dtype: str = "u1", count: int = 1) -> np.ndarray:
+    """`count` fields of `dtype` at byte `col` of each row of the C-contiguous window matrix g (a view)."""
+    dt = np.dtype(dtype)
+    if count == 1:
+        return np.ndarray((g.shape[0],), dt, buffer=g, offset=col, strides=(g.strides[0],))
+    return np.ndarray((g.shape[0], count), dt, buffer=g, offset=col, strides=(g.strides[0], dt.itemsize))
+
+
+def _transport_ok(proto: np.ndarray, payload: np.ndarray, g: np.ndarray, at: int) -> np.ndarray:
+    """Whether the transport header at byte `at` of each row is one the plain path decodes whole."""
+    ok = payload >= _NEED[proto]
+    tcp = proto == p.IPPROTO_TCP
+    if tcp.any():
+        data_off = (_col(g, at + 12) >> 4).astype(np.int32) * 4
+        ok &= ~tcp | ((data_off >= _TCP_MIN) & (payload >= data_off))
+    udp = proto == p.IPPROTO_UDP
+    if udp.any():
+        ok &= ~udp | (_col(g, at + 4, ">u2") >= _UDP_LEN)
+    return ok
+
+
+def _ip_rows(g: np.ndarray, link: int, etype: np.ndarray, avail: np.ndarray) -> tuple:
+    """The plain rows among those of window matrix g whose network header starts at byte `link`.
+
+    etype: the EtherType each row's link header names; avail: bytes captured from the network header
+    on. Returns the mask of plain rows and their row words (word 18: ethertype .. tcp_flags; the
+    IPv4-mapped address halves; ports; depth), and the IPv6 rows with their 32 address bytes.
+    """
+    b0 = _col(g, link)
+    # IPv4: version 4, IHL 5, neither more-fragments nor an offset, a total length of 0 or >= 20
+    hdr = _col(g, link + 2, ">u2", 3).astype(np.uint16)  # total length, id, flags + offset
+    total = hdr[:, 0]
+    plain = (b0 == 0x45) & ((hdr[:, 2] & 0x3FFF) == 0) & (etype == p.ETH_P_IPV4) & (avail >= _IPV4_MIN)
+    plain &= (total == 0) | (total >= _IPV4_MIN)
+    proto = _col(g, link + 9).copy()
+    end = np.where(total != 0, total, avail)
+    payload = np.minimum(avail, end) - _IPV4_MIN
+    plain &= _transport_ok(proto, payload, g, link + _IPV4_MIN)
+    ported = _PORTED[proto]
+    tcp = proto == p.IPPROTO_TCP
+    ports = (_col(g, link + _IPV4_MIN, ">u2", 2).astype(np.uint16).view(np.uint32)[:, 0]
+             * ported.astype(np.uint32))
+    flags = _col(g, link + _IPV4_MIN + 13) * tcp.view(np.uint8)
+    w18 = etype.astype(np.uint64) | (np.uint64(4) << np.uint64(40))
+    w18 |= proto.astype(np.uint64) << np.uint64(48)
+    w18 |= flags.astype(np.uint64) << np.uint64(56)
+    a34 = (_col(g, link + 12, "<u4").astype(np.uint64) << np.uint64(32)) | _V4_MAPPED_HI
+    a50 = (_col(g, link + 16, "<u4").astype(np.uint64) << np.uint64(32)) | _V4_MAPPED_HI
+    depth = _DEPTH_OF[proto]
+
+    # IPv6 without extension headers: the few rows that have it, apart
+    i6 = np.flatnonzero((b0 >> 4 == 6) & (etype == p.ETH_P_IPV6))
+    addr6 = None
+    if i6.shape[0]:
+        h = g[i6]
+        av6 = avail[i6]
+        nxt = _col(h, link + 6).copy()
+        plen = _col(h, link + 4, ">u2").astype(np.int32)
+        ok6 = ~_IPV6_EXT[nxt] & (av6 >= _IPV6_LEN)
+        end6 = np.where(plen != 0, plen + _IPV6_LEN, av6)
+        payload6 = np.minimum(av6, end6) - _IPV6_LEN
+        ok6 &= _transport_ok(nxt, payload6, h, link + _IPV6_LEN)
+        tcp6 = nxt == p.IPPROTO_TCP
+        plain[i6] = ok6
+        ports[i6] = (_col(h, link + _IPV6_LEN, ">u2", 2).astype(np.uint16).view(np.uint32)[:, 0]
+                     * _PORTED[nxt].astype(np.uint32))
+        fl6 = _col(h, link + _IPV6_LEN + 13) * tcp6.view(np.uint8)
+        w6 = etype[i6].astype(np.uint64) | (np.uint64(6) << np.uint64(40))
+        w6 |= nxt.astype(np.uint64) << np.uint64(48)
+        w6 |= fl6.astype(np.uint64) << np.uint64(56)
+        w18[i6] = w6
+        depth[i6] = _DEPTH_OF[nxt]
+        addr6 = np.ascontiguousarray(h[:, link + 8 : link + 40]).view("V32")[:, 0]
+    return plain, w18, a34, a50, ports, depth, i6, addr6
+
+
+def _decode_plain(batch: Batch, raw: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
+    """Decode the plain frames of a Batch into cols; returns which rows it did (None: every row)."""
+    n = len(batch)
+    linktypes = batch.linktypes
+    linktype = int(linktypes[0])
+    if linktype not in _PLAIN_LINKS or (n > 1 and not (linktypes == linktype).all()):
+        return np.zeros(n, dtype=bool)
+    g = _windows(raw, batch.offsets, PLAIN_WINDOW)
+    cap = batch.caplens.view(np.int32)  # caplens fit in 31 bits (pcap's largest snaplen is 2**18)
+    vlan_rows = None
+    if linktype == lt.LINKTYPE_ETHERNET:
+        link = _ETH_LEN
+        etype = _col(g, 12, ">u2")
+        tagged = _VLAN_TYPES[etype]
+        if tagged.any():
+            vlan_rows = np.flatnonzero(tagged)
+    elif linktype == lt.LINKTYPE_LINUX_SLL:
+        link = _SLL_LEN
+        etype = _col(g, 14, ">u2")
+    elif linktype == lt.LINKTYPE_LINUX_SLL2:
+        link = _SLL2_LEN
+        etype = _col(g, 0, ">u2")
+    elif linktype in _RAW_LINKS:  # raw IP, the version from the first nibble
+        link = 0
+        etype = np.where(_col(g, 0) >> 4 == 6, np.uint16(p.ETH_P_IPV6), np.uint16(p.ETH_P_IPV4))
+    else:  # LINKTYPE_IPV4 / LINKTYPE_IPV6: the link type names the version
+        link = 0
+        etype = np.full(n, p.ETH_P_IPV4 if linktype == lt.LINKTYPE_IPV4 else p.ETH_P_IPV6, dtype=np.uint16)
+    etype = etype.astype(np.uint16)
+    plain, w18, a34, a50, ports, depth, i6, addr6 = _ip_rows(g, link, etype, cap - link)
+    rows = _rows(cols)
+    cols.view(_W18)["w"] = w18
+    cols.view(_A34)["w"] = a34
+    cols.view(_A50)["w"] = a50
+    cols.view(_PORTS)["w"] = ports
+    cols.view(_DEPTH)["w"] = depth
+    if addr6 is not None:
+        cols.view(_ADDR)["w"][i6] = addr6
+    if vlan_rows is not None:  # one 802.1Q tag: the network header 4 bytes on
+        h = g[vlan_rows]
+        et = _col(h, 16, ">u2").astype(np.uint16)
+        tci = _col(h, 14, ">u2").astype(np.uint64) & np.uint64(0x0FFF)
+        p2, w2, b34, b50, pt2, d2, j6, ad6 = _ip_rows(h, link + _VLAN_LEN, et, cap[vlan_rows] - link - _VLAN_LEN)
+        w2 |= (tci << np.uint64(16)) | (np.uint64(ENCAP_VLAN) << np.uint64(32))
+        cols.view(_W18)["w"][vlan_rows] = w2
+        cols.view(_A34)["w"][vlan_rows] = b34
+        cols.view(_A50)["w"][vlan_rows] = b50
+        cols.view(_PORTS)["w"][vlan_rows] = pt2
+        cols.view(_DEPTH)["w"][vlan_rows] = d2
+        if ad6 is not None:
+            cols.view(_ADDR)["w"][vlan_rows[j6]] = ad6
+        plain[vlan_rows] = p2
+    del rows
+    return None if plain.all() else plain
+
+
+_PLAIN_LINKS = frozenset({lt.LINKTYPE_ETHERNET, lt.LINKTYPE_LINUX_SLL, lt.LINKTYPE_LINUX_SLL2, *_RAW_LINKS,
+                          lt.LINKTYPE_IPV4, lt.LINKTYPE_IPV6})
+
+
 def decode_batch_fast(batch: Batch) -> np.ndarray:
     """Decode every frame of a Batch into Columns: numpy for the common frames, dpkt for the rest."""
     n = len(batch)
@@ -138,6 +315,26 @@ def decode_batch_fast(batch: Batch) -> np.ndarray:
     if n == 0:
         return cols
     raw = np.frombuffer(batch.buf, dtype=np.uint8)
+    done = _decode_plain(batch, raw, cols)
+    if done is None:
+        return cols
+    rest = np.flatnonzero(~done)
+    if rest.shape[0] == n:  # the plain path's words are garbage on these rows: start again from zeros
+        return _decode_general(batch, raw, batch_columns(batch))
+    if rest.shape[0]:
+        part = batch.select(rest)
+        _rows(cols)[rest] = _rows(_decode_general(part, raw, batch_columns(part)))
+    return cols
+
+
+def _rows(cols: np.ndarray) -> np.ndarray:
+    """Columns rows as opaque void items: gathers and scatters copy whole rows, not field by field."""
+    return cols.view(np.dtype((np.void, cols.dtype.itemsize)))
+
+
+def _decode_general(batch: Batch, raw: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Every frame the plain path left: any link type, tags, IP options, fragments; dpkt for the odd."""
+    n = len(batch)
     off = batch.offsets.astype(np.int64)
     cap = batch.caplens.astype(np.int64)
     link = batch.linktypes
