@@ -63,11 +63,16 @@ V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
 def batch_columns(batch: Batch) -> np.ndarray:
     """Zeroed Columns for a Batch, with the fields every decoder takes from it (time, lengths, link type)."""
     cols = np.zeros(len(batch), dtype=COLUMNS_DTYPE)
+    fill_batch_fields(cols, batch)
+    return cols
+
+
+def fill_batch_fields(cols: np.ndarray, batch: Batch) -> None:
+    """Copy time, lengths and link type from a Batch into Columns rows (one row per frame)."""
     cols["ts_ns"] = batch.ts_ns
     cols["wire_len"] = batch.wirelens
     cols["cap_len"] = batch.caplens
     cols["linktype"] = batch.linktypes
-    return cols
 
 
 def empty_columns(n: int = 0) -> np.ndarray:

@@ -31,6 +31,7 @@ from pktscope.decoders.columns import (
     FRAG_NONE,
     STATUS_UNSUPPORTED,
     batch_columns,
+    fill_batch_fields,
 )
 
 LINK_WINDOW = 24  # Ethernet with two VLAN tags (22 bytes), SLL2 (20), SLL (16), NULL/LOOP (4)
@@ -138,7 +139,7 @@ def _family_ethertype(family: np.ndarray) -> np.ndarray:
 # bytes. Those rows are decoded here from one window per frame and written into Columns a few wide
 # words at a time; every other frame goes through `_decode_general` below.
 
-PLAIN_WINDOW = 80  # from the frame start: SLL2 (20) + IPv6 (40) + TCP up to its flags byte (14)
+PLAIN_CHUNK = 16384  # rows decoded at a time
 
 # row words written by the plain path (offsets in COLUMNS_DTYPE; see _check_layout)
 _W18 = np.dtype({"names": ["w"], "formats": ["<u8"], "offsets": [18], "itemsize": COLUMNS_DTYPE.itemsize})
@@ -180,7 +181,11 @@ def _col(g: np.ndarray, col: int, dtype: str = "u1", count: int = 1) -> np.ndarr
 
 
 def _transport_ok(proto: np.ndarray, payload: np.ndarray, g: np.ndarray, at: int) -> np.ndarray:
-    """Whether the transport header at byte `at` of each row is one the plain path decodes whole."""
+    """Whether the transport header at byte `at` of each row is one the plain path decodes whole.
+
+    payload: transport bytes captured up to the IP length; negative when the IP header itself was cut
+    or its length field is shorter than the header, which no protocol passes (_NEED is never negative).
+    """
     ok = payload >= _NEED[proto]
     tcp = proto == p.IPPROTO_TCP
     if tcp.any():
@@ -200,11 +205,11 @@ def _ip_rows(g: np.ndarray, link: int, etype: np.ndarray, avail: np.ndarray) -> 
     IPv4-mapped address halves; ports; depth), and the IPv6 rows with their 32 address bytes.
     """
     b0 = _col(g, link)
-    # IPv4: version 4, IHL 5, neither more-fragments nor an offset, a total length of 0 or >= 20
+    # IPv4: version 4, IHL 5, neither more-fragments nor an offset; the transport check below also
+    # proves the 20 bytes captured and a total length of 0 (segmentation offload) or at least 20
     hdr = _col(g, link + 2, ">u2", 3).astype(np.uint16)  # total length, id, flags + offset
     total = hdr[:, 0]
-    plain = (b0 == 0x45) & ((hdr[:, 2] & 0x3FFF) == 0) & (etype == p.ETH_P_IPV4) & (avail >= _IPV4_MIN)
-    plain &= (total == 0) | (total >= _IPV4_MIN)
+    plain = (b0 == 0x45) & ((hdr[:, 2] & 0x3FFF) == 0) & (etype == p.ETH_P_IPV4)
     proto = _col(g, link + 9).copy()
     end = np.where(total != 0, total, avail)
     payload = np.minimum(avail, end) - _IPV4_MIN
@@ -222,14 +227,14 @@ def _ip_rows(g: np.ndarray, link: int, etype: np.ndarray, avail: np.ndarray) -> 
     depth = _DEPTH_OF[proto]
 
     # IPv6 without extension headers: the few rows that have it, apart
-    i6 = np.flatnonzero((b0 >> 4 == 6) & (etype == p.ETH_P_IPV6))
+    i6 = np.flatnonzero(etype == p.ETH_P_IPV6)
     addr6 = None
     if i6.shape[0]:
         h = g[i6]
         av6 = avail[i6]
         nxt = _col(h, link + 6).copy()
         plen = _col(h, link + 4, ">u2").astype(np.int32)
-        ok6 = ~_IPV6_EXT[nxt] & (av6 >= _IPV6_LEN)
+        ok6 = (_col(h, link) >> 4 == 6) & ~_IPV6_EXT[nxt]  # 40 bytes captured: see _transport_ok
         end6 = np.where(plen != 0, plen + _IPV6_LEN, av6)
         payload6 = np.minimum(av6, end6) - _IPV6_LEN
         ok6 &= _transport_ok(nxt, payload6, h, link + _IPV6_LEN)
@@ -247,37 +252,47 @@ def _ip_rows(g: np.ndarray, link: int, etype: np.ndarray, avail: np.ndarray) -> 
     return plain, w18, a34, a50, ports, depth, i6, addr6
 
 
+# link type -> (first frame byte gathered, window width, EtherType offset or None, network header offset)
+_PLAIN_LINKS = {
+    lt.LINKTYPE_ETHERNET: (8, 64, 12, _ETH_LEN),  # 8 + 64 bytes: a tag, IPv6 and 14 transport bytes
+    lt.LINKTYPE_LINUX_SLL: (8, 64, 14, _SLL_LEN),
+    lt.LINKTYPE_LINUX_SLL2: (0, 80, 0, _SLL2_LEN),
+    lt.LINKTYPE_IPV4: (0, 64, None, 0),
+    lt.LINKTYPE_IPV6: (0, 64, None, 0),
+    **{code: (0, 64, None, 0) for code in _RAW_LINKS},
+}
+
+
 def _decode_plain(batch: Batch, raw: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
     """Decode the plain frames of a Batch into cols; returns which rows it did (None: every row)."""
     n = len(batch)
     linktypes = batch.linktypes
     linktype = int(linktypes[0])
-    if linktype not in _PLAIN_LINKS or (n > 1 and not (linktypes == linktype).all()):
+    layout = _PLAIN_LINKS.get(linktype)
+    if layout is None or (n > 1 and not (linktypes == linktype).all()):
         return np.zeros(n, dtype=bool)
-    g = _windows(raw, batch.offsets, PLAIN_WINDOW)
-    cap = batch.caplens.view(np.int32)  # caplens fit in 31 bits (pcap's largest snaplen is 2**18)
-    vlan_rows = None
-    if linktype == lt.LINKTYPE_ETHERNET:
-        link = _ETH_LEN
-        etype = _col(g, 12, ">u2")
-        tagged = _VLAN_TYPES[etype]
-        if tagged.any():
-            vlan_rows = np.flatnonzero(tagged)
-    elif linktype == lt.LINKTYPE_LINUX_SLL:
-        link = _SLL_LEN
-        etype = _col(g, 14, ">u2")
-    elif linktype == lt.LINKTYPE_LINUX_SLL2:
-        link = _SLL2_LEN
-        etype = _col(g, 0, ">u2")
+    skip, width, et_at, l3 = layout
+    g = _windows(raw, batch.offsets + skip if skip else batch.offsets, width)
+    link = l3 - skip  # where the network header starts in g
+    avail = batch.caplens.astype(np.int32) - l3  # caplens fit in 31 bits (the largest snaplen is 2**18)
+    if et_at is not None:
+        etype = _col(g, et_at - skip, ">u2").astype(np.uint16)
     elif linktype in _RAW_LINKS:  # raw IP, the version from the first nibble
-        link = 0
-        etype = np.where(_col(g, 0) >> 4 == 6, np.uint16(p.ETH_P_IPV6), np.uint16(p.ETH_P_IPV4))
-    else:  # LINKTYPE_IPV4 / LINKTYPE_IPV6: the link type names the version
-        link = 0
+        etype = np.where(_col(g, link) >> 4 == 6, np.uint16(p.ETH_P_IPV6), np.uint16(p.ETH_P_IPV4))
+    else:  # LINKTYPE_IPV4 / LINKTYPE_IPV6: the link type names the version (the IP checks must agree)
         etype = np.full(n, p.ETH_P_IPV4 if linktype == lt.LINKTYPE_IPV4 else p.ETH_P_IPV6, dtype=np.uint16)
-    etype = etype.astype(np.uint16)
-    plain, w18, a34, a50, ports, depth, i6, addr6 = _ip_rows(g, link, etype, cap - link)
-    rows = _rows(cols)
+    tagged = None
+    if linktype == lt.LINKTYPE_ETHERNET:
+        tagged = np.flatnonzero(_VLAN_TYPES[etype])
+        if tagged.shape[0]:  # one 802.1Q tag: its EtherType, and the network header moved up to `link`
+            h = g[tagged]
+            etype[tagged] = _col(h, link + 2, ">u2")
+            tci = _col(h, link, ">u2").astype(np.uint64) & np.uint64(0x0FFF)
+            g[tagged, link : width - _VLAN_LEN] = h[:, link + _VLAN_LEN :]
+            avail[tagged] -= _VLAN_LEN
+    plain, w18, a34, a50, ports, depth, i6, addr6 = _ip_rows(g, link, etype, avail)
+    if tagged is not None and tagged.shape[0]:
+        w18[tagged] |= (tci << np.uint64(16)) | np.uint64(ENCAP_VLAN << 32)
     cols.view(_W18)["w"] = w18
     cols.view(_A34)["w"] = a34
     cols.view(_A50)["w"] = a50
@@ -285,45 +300,33 @@ def _decode_plain(batch: Batch, raw: np.ndarray, cols: np.ndarray) -> np.ndarray
     cols.view(_DEPTH)["w"] = depth
     if addr6 is not None:
         cols.view(_ADDR)["w"][i6] = addr6
-    if vlan_rows is not None:  # one 802.1Q tag: the network header 4 bytes on
-        h = g[vlan_rows]
-        et = _col(h, 16, ">u2").astype(np.uint16)
-        tci = _col(h, 14, ">u2").astype(np.uint64) & np.uint64(0x0FFF)
-        p2, w2, b34, b50, pt2, d2, j6, ad6 = _ip_rows(h, link + _VLAN_LEN, et, cap[vlan_rows] - link - _VLAN_LEN)
-        w2 |= (tci << np.uint64(16)) | (np.uint64(ENCAP_VLAN) << np.uint64(32))
-        cols.view(_W18)["w"][vlan_rows] = w2
-        cols.view(_A34)["w"][vlan_rows] = b34
-        cols.view(_A50)["w"][vlan_rows] = b50
-        cols.view(_PORTS)["w"][vlan_rows] = pt2
-        cols.view(_DEPTH)["w"][vlan_rows] = d2
-        if ad6 is not None:
-            cols.view(_ADDR)["w"][vlan_rows[j6]] = ad6
-        plain[vlan_rows] = p2
-    del rows
     return None if plain.all() else plain
-
-
-_PLAIN_LINKS = frozenset({lt.LINKTYPE_ETHERNET, lt.LINKTYPE_LINUX_SLL, lt.LINKTYPE_LINUX_SLL2, *_RAW_LINKS,
-                          lt.LINKTYPE_IPV4, lt.LINKTYPE_IPV6})
 
 
 def decode_batch_fast(batch: Batch) -> np.ndarray:
     """Decode every frame of a Batch into Columns: numpy for the common frames, dpkt for the rest."""
     n = len(batch)
-    cols = batch_columns(batch)
     stats.frames += n
     if n == 0:
-        return cols
+        return batch_columns(batch)
     raw = np.frombuffer(batch.buf, dtype=np.uint8)
-    done = _decode_plain(batch, raw, cols)
-    if done is None:
+    cols = np.zeros(n, dtype=COLUMNS_DTYPE)
+    rest = []
+    # a slice at a time, so that its window matrix and Columns rows stay in the CPU cache between passes
+    for start in range(0, n, PLAIN_CHUNK):
+        part = batch if n <= PLAIN_CHUNK else batch.select(slice(start, start + PLAIN_CHUNK))
+        out = cols[start : start + PLAIN_CHUNK]
+        fill_batch_fields(out, part)
+        done = _decode_plain(part, raw, out)
+        if done is not None:
+            rest.append(np.flatnonzero(~done) + start)
+    if not rest:
         return cols
-    rest = np.flatnonzero(~done)
-    if rest.shape[0] == n:  # the plain path's words are garbage on these rows: start again from zeros
+    redo = np.concatenate(rest)
+    if redo.shape[0] == n:  # the plain path's words are garbage on these rows: start again from zeros
         return _decode_general(batch, raw, batch_columns(batch))
-    if rest.shape[0]:
-        part = batch.select(rest)
-        _rows(cols)[rest] = _rows(_decode_general(part, raw, batch_columns(part)))
+    part = batch.select(redo)
+    _rows(cols)[redo] = _rows(_decode_general(part, raw, batch_columns(part)))
     return cols
 
 
