@@ -161,15 +161,18 @@ def _check_layout() -> None:
 
 _check_layout()
 
-# per IP protocol: transport bytes a plain frame must have captured (AH: never plain), whether its
-# header has ports, and the depth its frames reach
+# per IP protocol: the transport bytes a plain frame must have captured (AH: never plain); the ones
+# that need 8 or more have ports (TCP, UDP, SCTP) and any that needs some is decoded to DEPTH_TRANSPORT
 _NEED = np.zeros(256, dtype=np.int32)
 _NEED[[p.IPPROTO_TCP, p.IPPROTO_UDP, p.IPPROTO_SCTP, p.IPPROTO_ICMP, p.IPPROTO_ICMPV6, p.IPPROTO_AH]] = (
     _TCP_MIN, _UDP_LEN, _SCTP_LEN, _ICMP_LEN, _ICMP_LEN, 1 << 20)
-_PORTED = _table([p.IPPROTO_TCP, p.IPPROTO_UDP, p.IPPROTO_SCTP], 256)
-_DEPTH_OF = np.full(256, DEPTH_NETWORK, dtype=np.uint16)
-_DEPTH_OF[[p.IPPROTO_TCP, p.IPPROTO_UDP, p.IPPROTO_SCTP, p.IPPROTO_ICMP, p.IPPROTO_ICMPV6]] = DEPTH_TRANSPORT
+assert (_NEED[[p.IPPROTO_TCP, p.IPPROTO_UDP, p.IPPROTO_SCTP]] >= _UDP_LEN).all()
+assert (_NEED[[p.IPPROTO_ICMP, p.IPPROTO_ICMPV6]] < _UDP_LEN).all()
+# the first 8 bytes of an IPv4 header as a little-endian word: version/IHL, and flags + fragment
+# offset but DF; plain when they read 0x45 and 0
+_V4_PLAIN_MASK = np.uint64(0xFF3F_0000_0000_00FF)
 _V4_MAPPED_HI = np.uint64(0xFFFF0000)  # bytes 8-11 of ::ffff:a.b.c.d as the low half of a word (memory order)
+_HIGH_HALF = np.uint64(0xFFFF_FFFF_0000_0000)
 
 
 def _col(g: np.ndarray, col: int, dtype: str = "u1", count: int = 1) -> np.ndarray:
@@ -180,21 +183,26 @@ def _col(g: np.ndarray, col: int, dtype: str = "u1", count: int = 1) -> np.ndarr
     return np.ndarray((g.shape[0], count), dt, buffer=g, offset=col, strides=(g.strides[0], dt.itemsize))
 
 
-def _transport_ok(proto: np.ndarray, payload: np.ndarray, g: np.ndarray, at: int) -> np.ndarray:
-    """Whether the transport header at byte `at` of each row is one the plain path decodes whole.
+def _transport(g: np.ndarray, at: int, proto: np.ndarray, payload: np.ndarray) -> tuple:
+    """The transport header at byte `at` of each row: whether the plain path decodes it whole, and the
+    row's ports word (sport, dport), TCP flags and depth.
 
     payload: transport bytes captured up to the IP length; negative when the IP header itself was cut
     or its length field is shorter than the header, which no protocol passes (_NEED is never negative).
     """
-    ok = payload >= _NEED[proto]
+    need = _NEED[proto]
+    ok = payload >= need
     tcp = proto == p.IPPROTO_TCP
+    flags = _col(g, at + 13) * tcp.view(np.uint8)
     if tcp.any():
         data_off = (_col(g, at + 12) >> 4).astype(np.int32) * 4
         ok &= ~tcp | ((data_off >= _TCP_MIN) & (payload >= data_off))
     udp = proto == p.IPPROTO_UDP
     if udp.any():
         ok &= ~udp | (_col(g, at + 4, ">u2") >= _UDP_LEN)
-    return ok
+    ports = _col(g, at, ">u2", 2).astype(np.uint16).view(np.uint32)[:, 0] * (need >= _UDP_LEN)
+    depth = (need != 0).view(np.uint8) + np.uint16(DEPTH_NETWORK)
+    return ok, ports, flags, depth
 
 
 def _ip_rows(g: np.ndarray, link: int, etype: np.ndarray, avail: np.ndarray) -> tuple:
@@ -204,27 +212,20 @@ def _ip_rows(g: np.ndarray, link: int, etype: np.ndarray, avail: np.ndarray) -> 
     on. Returns the mask of plain rows and their row words (word 18: ethertype .. tcp_flags; the
     IPv4-mapped address halves; ports; depth), and the IPv6 rows with their 32 address bytes.
     """
-    b0 = _col(g, link)
-    # IPv4: version 4, IHL 5, neither more-fragments nor an offset; the transport check below also
-    # proves the 20 bytes captured and a total length of 0 (segmentation offload) or at least 20
-    hdr = _col(g, link + 2, ">u2", 3).astype(np.uint16)  # total length, id, flags + offset
-    total = hdr[:, 0]
-    plain = (b0 == 0x45) & ((hdr[:, 2] & 0x3FFF) == 0) & (etype == p.ETH_P_IPV4)
+    # IPv4: version 4, IHL 5, neither more-fragments nor an offset; the transport check also proves
+    # the 20 bytes captured and a total length of 0 (segmentation offload) or at least 20
+    plain = ((_col(g, link, "<u8") & _V4_PLAIN_MASK) == 0x45) & (etype == p.ETH_P_IPV4)
+    total = _col(g, link + 2, ">u2").astype(np.int32)
+    payload = np.minimum(avail, np.where(total != 0, total, avail)) - _IPV4_MIN
     proto = _col(g, link + 9).copy()
-    end = np.where(total != 0, total, avail)
-    payload = np.minimum(avail, end) - _IPV4_MIN
-    plain &= _transport_ok(proto, payload, g, link + _IPV4_MIN)
-    ported = _PORTED[proto]
-    tcp = proto == p.IPPROTO_TCP
-    ports = (_col(g, link + _IPV4_MIN, ">u2", 2).astype(np.uint16).view(np.uint32)[:, 0]
-             * ported.astype(np.uint32))
-    flags = _col(g, link + _IPV4_MIN + 13) * tcp.view(np.uint8)
-    w18 = etype.astype(np.uint64) | (np.uint64(4) << np.uint64(40))
+    ok, ports, flags, depth = _transport(g, link + _IPV4_MIN, proto, payload)
+    plain &= ok
+    w18 = etype.astype(np.uint64) | np.uint64(4 << 40)
     w18 |= proto.astype(np.uint64) << np.uint64(48)
     w18 |= flags.astype(np.uint64) << np.uint64(56)
-    a34 = (_col(g, link + 12, "<u4").astype(np.uint64) << np.uint64(32)) | _V4_MAPPED_HI
-    a50 = (_col(g, link + 16, "<u4").astype(np.uint64) << np.uint64(32)) | _V4_MAPPED_HI
-    depth = _DEPTH_OF[proto]
+    addrs = _col(g, link + 12, "<u8")  # source and destination
+    a34 = (addrs << np.uint64(32)) | _V4_MAPPED_HI
+    a50 = (addrs & _HIGH_HALF) | _V4_MAPPED_HI
 
     # IPv6 without extension headers: the few rows that have it, apart
     i6 = np.flatnonzero(etype == p.ETH_P_IPV6)
@@ -234,20 +235,14 @@ def _ip_rows(g: np.ndarray, link: int, etype: np.ndarray, avail: np.ndarray) -> 
         av6 = avail[i6]
         nxt = _col(h, link + 6).copy()
         plen = _col(h, link + 4, ">u2").astype(np.int32)
-        ok6 = (_col(h, link) >> 4 == 6) & ~_IPV6_EXT[nxt]  # 40 bytes captured: see _transport_ok
-        end6 = np.where(plen != 0, plen + _IPV6_LEN, av6)
-        payload6 = np.minimum(av6, end6) - _IPV6_LEN
-        ok6 &= _transport_ok(nxt, payload6, h, link + _IPV6_LEN)
-        tcp6 = nxt == p.IPPROTO_TCP
-        plain[i6] = ok6
-        ports[i6] = (_col(h, link + _IPV6_LEN, ">u2", 2).astype(np.uint16).view(np.uint32)[:, 0]
-                     * _PORTED[nxt].astype(np.uint32))
-        fl6 = _col(h, link + _IPV6_LEN + 13) * tcp6.view(np.uint8)
-        w6 = etype[i6].astype(np.uint64) | (np.uint64(6) << np.uint64(40))
+        ok6 = (_col(h, link) >> 4 == 6) & ~_IPV6_EXT[nxt]  # 40 bytes captured: see _transport
+        payload6 = np.minimum(av6, np.where(plen != 0, plen + _IPV6_LEN, av6)) - _IPV6_LEN
+        ok, ports[i6], fl6, depth[i6] = _transport(h, link + _IPV6_LEN, nxt, payload6)
+        plain[i6] = ok6 & ok
+        w6 = etype[i6].astype(np.uint64) | np.uint64(6 << 40)
         w6 |= nxt.astype(np.uint64) << np.uint64(48)
         w6 |= fl6.astype(np.uint64) << np.uint64(56)
         w18[i6] = w6
-        depth[i6] = _DEPTH_OF[nxt]
         addr6 = np.ascontiguousarray(h[:, link + 8 : link + 40]).view("V32")[:, 0]
     return plain, w18, a34, a50, ports, depth, i6, addr6
 
@@ -283,7 +278,7 @@ def _decode_plain(batch: Batch, raw: np.ndarray, cols: np.ndarray) -> np.ndarray
         etype = np.full(n, p.ETH_P_IPV4 if linktype == lt.LINKTYPE_IPV4 else p.ETH_P_IPV6, dtype=np.uint16)
     tagged = None
     if linktype == lt.LINKTYPE_ETHERNET:
-        tagged = np.flatnonzero(_VLAN_TYPES[etype])
+        tagged = np.flatnonzero((etype == p.ETH_P_8021Q) | (etype == p.ETH_P_8021AD) | (etype == p.ETH_P_QINQ_OLD))
         if tagged.shape[0]:  # one 802.1Q tag: its EtherType, and the network header moved up to `link`
             h = g[tagged]
             etype[tagged] = _col(h, link + 2, ">u2")
