@@ -305,12 +305,13 @@ def decode_batch_fast(batch: Batch) -> np.ndarray:
     if n == 0:
         return batch_columns(batch)
     raw = np.frombuffer(batch.buf, dtype=np.uint8)
-    cols = np.zeros(n, dtype=COLUMNS_DTYPE)
+    cols = np.empty(n, dtype=COLUMNS_DTYPE)
     rest = []
     # a slice at a time, so that its window matrix and Columns rows stay in the CPU cache between passes
     for start in range(0, n, PLAIN_CHUNK):
         part = batch if n <= PLAIN_CHUNK else batch.select(slice(start, start + PLAIN_CHUNK))
         out = cols[start : start + PLAIN_CHUNK]
+        out.view(np.uint8).fill(0)
         fill_batch_fields(out, part)
         done = _decode_plain(part, raw, out)
         if done is not None:
