@@ -200,7 +200,8 @@ def _transport(g: np.ndarray, at: int, proto: np.ndarray, payload: np.ndarray) -
     udp = proto == p.IPPROTO_UDP
     if udp.any():
         ok &= ~udp | (_col(g, at + 4, ">u2") >= _UDP_LEN)
-    ports = _col(g, at, ">u2", 2).astype(np.uint16).view(np.uint32)[:, 0] * (need >= _UDP_LEN)
+    ports = _col(g, at, ">u4").astype(np.uint32)  # sport << 16 | dport: the row wants them swapped
+    ports = ((ports >> np.uint32(16)) | (ports << np.uint32(16))) * (need >= _UDP_LEN)
     depth = (need != 0).view(np.uint8) + np.uint16(DEPTH_NETWORK)
     return ok, ports, flags, depth
 
