@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pktscope.analyzers.fields import Fields, group_rows, tuple_words
 from pktscope.analyzers.flows import (
     DEFAULT_ACTIVE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -16,7 +17,7 @@ from pktscope.analyzers.flows import (
     top_candidates,
 )
 from pktscope.analyzers.fragments import FragmentTracker
-from pktscope.analyzers.keys import endpoint_keys, extend, groups, pair_keys, unique
+from pktscope.analyzers.keys import combine, endpoint_keys, extend, groups, pair_keys, unique
 from pktscope.analyzers.snapshot import Snapshot, top_flows
 from pktscope.capture.batch import Batch
 from pktscope.capture.linktypes import linktype_name
@@ -35,7 +36,13 @@ from pktscope.decoders.columns import (
     STATUS_OK,
     take_rows,
 )
-from pktscope.decoders.tunnels import tunnel_layers, tunnel_rows
+from pktscope.decoders.tunnels import (
+    ETH_P_MACSEC,
+    IP_PROTO_TUNNELS,
+    UDP_TUNNEL_PORTS,
+    tunnel_layers,
+    tunnel_rows,
+)
 
 _ENCAP_NAMES = ((ENCAP_VLAN, "802.1Q"), (ENCAP_QINQ, "802.1ad (QinQ)"), (ENCAP_MPLS, "MPLS"),
                 (ENCAP_PPPOE, "PPPoE"), (ENCAP_LLC, "802.2 LLC"))
@@ -47,16 +54,110 @@ _PORT_SLOT = np.full(256, len(_PORT_PROTOS), dtype=np.int64)
 _PORT_SLOT[list(_PORT_PROTOS)] = np.arange(len(_PORT_PROTOS))
 _NO_PORT = len(_PORT_PROTOS) << 16  # the bin of rows without a service port
 
+# what a flow tuple says about a tunnel (a superset of `tunnel_rows`): 1 a tunnel protocol, 2 UDP (the
+# ports tell)
+_TUNNEL_KIND = np.zeros(256, dtype=np.uint8)
+_TUNNEL_KIND[list(IP_PROTO_TUNNELS)] = 1
+_TUNNEL_KIND[p.IPPROTO_UDP] = 2
+_TUNNEL_PORT = np.zeros(1 << 16, dtype=bool)
+_TUNNEL_PORT[UDP_TUNNEL_PORTS] = True
 
-def _counted(values: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct small non-negative integers (ascending), packets and bytes of each: bincounts, no sort."""
-    values = values.astype(np.intp)  # one pass over a Columns field; bincount would convert twice
-    if len(values) and (values == values[0]).all():  # one value (a file's link type): no bincount
-        return values[:1], np.array([len(values)]), np.array([int(sizes.sum())])
-    packets = np.bincount(values)
+# link type, EtherType and encapsulation bits of a row, from its `Fields.link` word
+_LINK_CODE = np.uint64(0x00FF_0000_FFFF_FFFF)
+
+
+def _counted(values: np.ndarray, packets: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct small non-negative integers (ascending), packets and bytes of each (of groups of
+    `packets` rows of `sizes` bytes): bincounts, no sort."""
+    values = values.astype(np.intp)
+    seen = np.bincount(values, weights=packets)
     nbytes = np.bincount(values, weights=sizes)
-    uniq = np.flatnonzero(packets)
-    return uniq, packets[uniq], nbytes[uniq].astype(np.int64)
+    uniq = np.flatnonzero(seen)
+    return uniq, seen[uniq].astype(np.int64), nbytes[uniq].astype(np.int64)
+
+
+def _distinct(values: np.ndarray, sizes: np.ndarray, rounds: int = 8) -> tuple[list[int], list[int], list[int]]:
+    """Distinct values (ascending), packets and bytes of each. A batch has a handful (link types,
+    EtherTypes): they are peeled off one at a time, the most frequent first as a rule; a sort takes the
+    rest if there are many."""
+    found: dict[int, tuple[int, int]] = {}
+    for _ in range(rounds):
+        if not len(values):
+            break
+        same = values == values[0]
+        count = int(np.count_nonzero(same))
+        if count == len(values):
+            found[int(values[0])] = (count, int(sizes.sum()))
+            values = values[:0]
+            break
+        found[int(values[0])] = (count, int(sizes[same].sum()))
+        rest = ~same
+        values, sizes = values[rest], sizes[rest]
+    if len(values):
+        uniq, inverse = np.unique(values, return_inverse=True)
+        nbytes = np.bincount(inverse, weights=sizes).astype(np.int64)
+        for v, pk, by in zip(uniq.tolist(), np.bincount(inverse).tolist(), nbytes.tolist()):
+            found[v] = (pk, by)
+    keys = sorted(found)
+    return keys, [found[k][0] for k in keys], [found[k][1] for k in keys]
+
+
+def _sum_by(values: list[int], packets: list[int], nbytes: list[int]) -> tuple[list[int], list[int], list[int]]:
+    """Packets and bytes summed per value (ascending)."""
+    sums: dict[int, list[int]] = {}
+    for v, pk, by in zip(values, packets, nbytes):
+        entry = sums.setdefault(v, [0, 0])
+        entry[0] += pk
+        entry[1] += by
+    keys = sorted(sums)
+    return keys, [sums[k][0] for k in keys], [sums[k][1] for k in keys]
+
+
+class _Groups:
+    """A batch's IP rows grouped by directed flow tuple (address, port, address, port, IP version,
+    protocol, VLAN), and per group what the analyzers count: they count per group, not per row.
+
+    `first`/`last` are the groups' first and last rows (indices into the IP rows), `rep` their first
+    rows as Columns (the tuple, shared by the group's rows), `packets`, `bytes` and `flags` (TCP, OR)
+    their sums; endpoint keys and flow keys (`key`, `fwd`) as `keys` and `FlowTable` compute them per row.
+    """
+
+    def __init__(self, cols: np.ndarray, ip_index: np.ndarray | None, f: Fields, wire: np.ndarray) -> None:
+        n = len(f.ts)
+        self.n = n
+        self.order, starts = group_rows(tuple_words(f))
+        self.starts = starts
+        self.first = self.order[starts]
+        self.last = self.order[np.append(starts[1:], n) - 1]
+        self.packets = np.diff(starts, append=n)
+        self.bytes = np.add.reduceat(wire[self.order], starts)
+        self.flags = np.bitwise_or.reduceat(f.flags()[self.order], starts)
+        rep = take_rows(cols, self.first if ip_index is None else ip_index[self.first])
+        self.rep = rep
+        self.proto = rep["proto"]
+        self.src_host = endpoint_keys(rep["src"])
+        self.dst_host = endpoint_keys(rep["dst"])
+        self.src_end = extend(self.src_host, rep["sport"])
+        self.dst_end = extend(self.dst_host, rep["dport"])
+        self.fwd = self.src_end <= self.dst_end  # the tuple goes from the flow key's "lo" end to "hi"
+        meta = (rep["ip_version"].astype(np.uint64) << np.uint64(24)) | (
+            self.proto.astype(np.uint64) << np.uint64(16)) | rep["vlan"].astype(np.uint64)
+        self.key = combine(np.minimum(self.src_end, self.dst_end), np.maximum(self.src_end, self.dst_end), meta)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def any_row(self, rows: np.ndarray) -> np.ndarray:
+        """Per group: whether any of its rows is among `rows` (a bool per IP row)."""
+        if rows.all():
+            return np.ones(len(self.starts), dtype=bool)
+        return np.logical_or.reduceat(rows[self.order], self.starts)
+
+    def row_groups(self) -> np.ndarray:
+        """The group of each IP row."""
+        gid = np.empty(self.n, dtype=np.intp)
+        gid[self.order] = np.repeat(np.arange(len(self.starts)), self.packets)
+        return gid
 
 
 class _KeySet:
@@ -146,8 +247,10 @@ class _Counters:
         return taken
 
 
-def _count_into(table: dict, names: list, packets: np.ndarray, nbytes: np.ndarray) -> None:
-    for name, pk, by in zip(names, packets.tolist(), nbytes.tolist()):
+def _count_into(table: dict, names: list, packets: np.ndarray | list[int], nbytes: np.ndarray | list[int]) -> None:
+    if isinstance(packets, np.ndarray):
+        packets, nbytes = packets.tolist(), np.asarray(nbytes).tolist()
+    for name, pk, by in zip(names, packets, nbytes):
         entry = table.get(name)
         if entry is None:
             table[name] = [pk, by]
@@ -180,90 +283,100 @@ class Analysis:
         self._inner_fragments = FragmentTracker()  # IP fragments inside tunnels (conversations only)
 
     def feed(self, cols: np.ndarray, batch: Batch | None = None) -> None:
-        """Account one decoded batch; given the Batch too, conversations inside tunnels are counted."""
+        """Account one decoded batch; given the Batch too, conversations inside tunnels are counted.
+
+        The rows' fields are read once (`Fields`); the IP rows are grouped by directed flow tuple once
+        (`_Groups`) and talkers, ports, conversations, IP protocols and flows are counted per group.
+        """
         if len(cols) == 0:
             return
+        completed = None
+        if not cols.flags.c_contiguous:
+            completed = self.fragments.process(cols)  # fills later fragments' ports first
+            cols = np.ascontiguousarray(cols)
+        f = Fields(cols)
         s = self.snap
-        wire = cols["wire_len"].astype(np.int64)
+        wire = f.wire()
         s.packets += len(cols)
         s.bytes += int(wire.sum())
-        s.captured_bytes += int(cols["cap_len"].sum(dtype=np.int64))
-        ts = np.ascontiguousarray(cols["ts_ns"])  # one pass over the rows, then two over a column
-        lo, hi = int(ts.min()), int(ts.max())
+        s.captured_bytes += f.cap_sum()
+        lo, hi = int(f.ts.min()), int(f.ts.max())
         s.first_ns = lo if s.first_ns is None else min(s.first_ns, lo)
         s.last_ns = hi if s.last_ns is None else max(s.last_ns, hi)
-        status = cols["status"]
+        status = f.status()
         if (status != STATUS_OK).any():
             for code, count in enumerate(np.bincount(status, minlength=len(STATUS_NAMES)).tolist()):
                 if count and code != STATUS_OK:
                     s.status[STATUS_NAMES[code]] = s.status.get(STATUS_NAMES[code], 0) + count
+        frag = f.frag()
+        if completed is None:
+            fragments = np.flatnonzero(frag != FRAG_NONE)
+            completed = self.fragments.process(cols, fragments)  # fills later fragments' ports first
+            if len(fragments):
+                f.reread_ports(cols, fragments)
 
-        completed = self.fragments.process(cols)  # fills later fragments' ports first
-        depth = np.ascontiguousarray(cols["depth"])
-        ip_rows = (cols["ip_version"] != 0) & (depth >= DEPTH_NETWORK)
+        depth = f.depth()
+        ip_rows = (f.ip_version() != 0) & (depth >= DEPTH_NETWORK)
         every_ip = bool(ip_rows.all())
-        self._protocols(cols, wire, depth, ip_rows, every_ip)
-        ip = cols if every_ip else take_rows(cols, ip_rows)
-        ip_wire = wire if every_ip else wire[ip_rows]
-        # endpoint keys, computed once per batch for conversations, talkers and flows
-        src_host = endpoint_keys(ip["src"])
-        dst_host = endpoint_keys(ip["dst"])
-        src_end = extend(src_host, ip["sport"])
-        dst_end = extend(dst_host, ip["dport"])
-        self._conversations(ip, src_host, dst_host, src_end, dst_end, completed)
-        if batch is not None:
+        ethertypes = self._protocols(f, wire, depth)
+        ip_index = None if every_ip else np.flatnonzero(ip_rows)
+        if ip_index is not None:
+            f, wire, depth, frag = f.take(ip_index), wire[ip_index], depth[ip_index], frag[ip_index]
+        g = _Groups(cols, ip_index, f, wire) if len(wire) else None
+        if g is not None:
+            uniq, pk, by = _counted(g.proto, g.packets, g.bytes)
+            _count_into(s.l4, [p.ip_proto_name(v) for v in uniq.tolist()], pk, by)
+        self._conversations(g, (depth >= DEPTH_TRANSPORT) & (frag == FRAG_NONE), completed)
+        if batch is not None and self._may_tunnel(g, ethertypes):
             self._tunnel_conversations(batch, cols)
-        if len(ip):
-            self._hosts(ip, ip_wire, src_host, dst_host)
-            self._ports(ip, ip_wire)
-        self.flows.update(ip, src_end, dst_end)
+        if g is not None:
+            self._hosts(g)
+            self._ports(g)
+            self.flows.update_groups(cols, ip_index, f.ts, wire, f.flags(), g)
         self._collect_ended()
 
-    def _protocols(self, cols: np.ndarray, wire: np.ndarray, depth: np.ndarray, ip: np.ndarray,
-                   every_ip: bool) -> None:
+    def _protocols(self, f: Fields, wire: np.ndarray, depth: np.ndarray) -> list[int]:
+        """Link types, encapsulations and EtherTypes (of the rows with a link header, returned) of every row."""
         s = self.snap
-        uniq, pk, by = _counted(cols["linktype"], wire)
-        for link, count in zip(uniq.tolist(), pk.tolist()):
+        codes, pk, by = _distinct(f.link & _LINK_CODE, wire)  # (link type, EtherType, encap): a handful
+        links, link_pk, link_by = _sum_by([c & 0xFFFF for c in codes], pk, by)
+        for link, count in zip(links, link_pk):
             s.linktypes[link] = s.linktypes.get(link, 0) + count
-        _count_into(s.l2, [linktype_name(v) for v in uniq.tolist()], pk, by)
-        encap = np.ascontiguousarray(cols["encap"])
-        if encap.any():  # counted per combination of bits (a handful), then summed per bit
-            combos, pk, by = _counted(encap, wire)
+        _count_into(s.l2, [linktype_name(v) for v in links], link_pk, link_by)
+        encap = [(c >> 48) & 0xFF for c in codes]
+        if any(encap):  # summed per bit of the combinations of bits
             for bit, name in _ENCAP_NAMES:
-                tagged = (combos & bit) != 0
-                if tagged.any():
-                    _count_into(s.l2, [name], np.array([pk[tagged].sum()]), np.array([by[tagged].sum()]))
+                tagged = [i for i, e in enumerate(encap) if e & bit]
+                if tagged:
+                    _count_into(s.l2, [name], [sum(pk[i] for i in tagged)], [sum(by[i] for i in tagged)])
         linked = depth >= DEPTH_LINK
         if linked.all():
-            uniq, pk, by = _counted(cols["ethertype"], wire)
+            ethertypes, pk, by = _sum_by([(c >> 16) & 0xFFFF for c in codes], pk, by)
         elif linked.any():
-            uniq, pk, by = _counted(cols["ethertype"][linked], wire[linked])
-        if linked.any():
-            _count_into(s.l3, [p.ethertype_name(v) if v else "none" for v in uniq.tolist()], pk, by)
-        if every_ip:
-            uniq, pk, by = _counted(cols["proto"], wire)
-        elif ip.any():
-            uniq, pk, by = _counted(cols["proto"][ip], wire[ip])
-        if every_ip or ip.any():
-            _count_into(s.l4, [p.ip_proto_name(v) for v in uniq.tolist()], pk, by)
+            ethertypes, pk, by = _distinct(f.ethertype()[linked], wire[linked])
+        else:
+            return []
+        _count_into(s.l3, [p.ethertype_name(v) if v else "none" for v in ethertypes], pk, by)
+        return ethertypes
 
-    def _conversations(self, ip: np.ndarray, src_host: np.ndarray, dst_host: np.ndarray,
-                       src_end: np.ndarray, dst_end: np.ndarray, completed: np.ndarray) -> None:
-        """tshark's conversations: address pairs of IP rows, (address, port) pairs of whole TCP/UDP rows."""
-        if len(ip):
-            hosts = pair_keys(src_host, dst_host)
-            version = ip["ip_version"]
+    def _conversations(self, g: _Groups | None, whole: np.ndarray, completed: np.ndarray) -> None:
+        """tshark's conversations: address pairs of IP rows, (address, port) pairs of whole TCP/UDP rows
+        (`whole`, a bool per IP row) and of the datagrams reassembled from fragments (`completed`)."""
+        proto = np.zeros(0, dtype=np.uint8)
+        ends = np.zeros(0, dtype=np.uint64)
+        if g is not None:
+            hosts = pair_keys(g.src_host, g.dst_host)
+            version = g.rep["ip_version"]
             for v, name in ((4, "ipv4"), (6, "ipv6")):
                 keys = hosts[version == v]
                 if len(keys):
                     self._conv_tally[name].add(keys)
-        whole = (ip["depth"] >= DEPTH_TRANSPORT) & (ip["frag"] == FRAG_NONE)
-        if whole.all():  # no gathers in the common case
-            proto = np.ascontiguousarray(ip["proto"])
-            ends = pair_keys(src_end, dst_end)
-        else:
-            proto = ip["proto"][whole]
-            ends = pair_keys(src_end[whole], dst_end[whole])
+            with_whole = g.any_row(whole)
+            proto = g.proto[with_whole]
+            ends = pair_keys(g.src_end[with_whole], g.dst_end[with_whole])
+        self._add_ends(proto, ends, completed)
+
+    def _add_ends(self, proto: np.ndarray, ends: np.ndarray, completed: np.ndarray) -> None:
         if len(completed):
             proto = np.concatenate([proto, completed["proto"]])
             ends = np.concatenate([ends, pair_keys(endpoint_keys(completed["src"], completed["sport"]),
@@ -273,6 +386,36 @@ class Analysis:
             if len(keys):
                 self._conv_tally[name].add(keys)
 
+    def _row_conversations(self, ip: np.ndarray, completed: np.ndarray) -> None:
+        """`_conversations` of IP rows one by one (the packets inside tunnels: a few)."""
+        if len(ip):
+            src_host = endpoint_keys(ip["src"])
+            dst_host = endpoint_keys(ip["dst"])
+            hosts = pair_keys(src_host, dst_host)
+            version = ip["ip_version"]
+            for v, name in ((4, "ipv4"), (6, "ipv6")):
+                keys = hosts[version == v]
+                if len(keys):
+                    self._conv_tally[name].add(keys)
+            whole = (ip["depth"] >= DEPTH_TRANSPORT) & (ip["frag"] == FRAG_NONE)
+            ends = pair_keys(extend(src_host, ip["sport"])[whole], extend(dst_host, ip["dport"])[whole])
+            self._add_ends(ip["proto"][whole], ends, completed)
+        else:
+            self._add_ends(np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.uint64), completed)
+
+    @staticmethod
+    def _may_tunnel(g: _Groups | None, ethertypes: list[int]) -> bool:
+        """Whether `tunnel_rows` may find a row: a tunnel protocol, UDP with a tunnel port, or MACsec."""
+        if ETH_P_MACSEC in ethertypes:
+            return True
+        if g is None:
+            return False
+        kind = _TUNNEL_KIND[g.proto]
+        if (kind == 1).any():
+            return True
+        udp = kind == 2
+        return bool((udp & (_TUNNEL_PORT[g.rep["sport"]] | _TUNNEL_PORT[g.rep["dport"]])).any())
+
     def _tunnel_conversations(self, batch: Batch, cols: np.ndarray) -> None:
         """tshark's conversations of the packets inside tunnels (GRE, VXLAN, IP in IP, ...), by the same rules."""
         if len(tunnel_rows(cols)) == 0:
@@ -280,27 +423,27 @@ class Analysis:
         for _inner, inner_cols in tunnel_layers(batch, cols):
             completed = self._inner_fragments.process(inner_cols)
             ip = take_rows(inner_cols, (inner_cols["ip_version"] != 0) & (inner_cols["depth"] >= DEPTH_NETWORK))
-            src_host = endpoint_keys(ip["src"])
-            dst_host = endpoint_keys(ip["dst"])
-            self._conversations(ip, src_host, dst_host, extend(src_host, ip["sport"]),
-                                extend(dst_host, ip["dport"]), completed)
+            self._row_conversations(ip, completed)
 
-    def _hosts(self, ip: np.ndarray, wire: np.ndarray, src_host: np.ndarray, dst_host: np.ndarray) -> None:
-        for column, keys, sent in (("src", src_host, True), ("dst", dst_host, False)):
-            order, starts, uniq = groups(keys)
-            counts = np.zeros((len(uniq), 4), dtype=np.int64)
-            counts[:, 0 if sent else 2] = np.diff(starts, append=len(keys))
-            counts[:, 1 if sent else 3] = np.add.reduceat(wire[order], starts)
-            self._hosts_tally.add(uniq, counts, ip[column][order[starts]])
+    def _hosts(self, g: _Groups) -> None:
+        """Sent and received packets and bytes per address: a group's tuple sends from one, to the other."""
+        m = len(g)
+        keys = np.concatenate([g.src_host, g.dst_host])
+        counts = np.zeros((2 * m, 4), dtype=np.int64)
+        counts[:m, 0] = counts[m:, 2] = g.packets
+        counts[:m, 1] = counts[m:, 3] = g.bytes
+        order, starts, uniq = groups(keys)
+        addrs = np.concatenate([g.rep["src"], g.rep["dst"]])
+        self._hosts_tally.add(uniq, np.add.reduceat(counts[order], starts), addrs[order[starts]])
 
-    def _ports(self, ip: np.ndarray, wire: np.ndarray) -> None:
+    def _ports(self, g: _Groups) -> None:
         # the service side of a conversation is taken to be its lower port (well-known < ephemeral)
-        sport, dport = ip["sport"], ip["dport"]
-        slot = _PORT_SLOT[ip["proto"]]
+        sport, dport = g.rep["sport"], g.rep["dport"]
+        slot = _PORT_SLOT[g.proto]
         counted = np.flatnonzero((slot < len(_PORT_PROTOS)) & ((sport != 0) | (dport != 0)))
         index = (slot[counted] << 16) | np.minimum(sport[counted], dport[counted])
-        np.add.at(self._port_packets, index, 1)  # unbuffered adds into the table: numpy 2 makes them cheap
-        np.add.at(self._port_bytes, index, wire[counted])
+        np.add.at(self._port_packets, index, g.packets[counted])
+        np.add.at(self._port_bytes, index, g.bytes[counted])
 
     def _fold_tallies(self) -> None:
         """Move the numpy tallies into the Snapshot's dicts (once per snapshot, not per batch)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -173,24 +174,70 @@ class LiveFlows(Mapping[int, Flow]):
         return _flows(_take(t._slots, t._lru), "")
 
 
-@dataclass
 class _Segments:
-    """One batch's rows sorted by (flow key, time), and its segments in order of their last packet."""
+    """One batch's segments in order of their last packet (walk order); and its rows sorted by (flow key,
+    time), which a batch accounted from its flow groups builds only when a segment is cut (`rows`)."""
 
-    k: np.ndarray  # sorted keys
-    t: np.ndarray  # their timestamps
-    fwd: np.ndarray  # row goes lo -> hi
-    size: np.ndarray
-    flags: np.ndarray
-    order: np.ndarray  # sorted position -> row of the batch
-    start: np.ndarray  # per segment (walk order): first sorted position
-    end: np.ndarray  # one past the last
+    __slots__ = (
+        "_make_rows",
+        "by_key",
+        "end",
+        "flags",
+        "fwd",
+        "fwd0",
+        "k",
+        "key",
+        "order",
+        "row0",
+        "size",
+        "start",
+        "sums",
+        "t",
+        "t0",
+        "t1",
+        "t_max",
+        "walk",
+    )
+
+    def __init__(self, start: np.ndarray, end: np.ndarray, key: np.ndarray, t0: np.ndarray, t1: np.ndarray,
+                 row0: np.ndarray, fwd0: np.ndarray, sums: dict[str, np.ndarray], walk: np.ndarray,
+                 by_key: np.ndarray, t_max: int) -> None:
+        self.start = start  # per segment (walk order): first sorted position
+        self.end = end  # one past the last
+        self.key = key
+        self.t0 = t0
+        self.t1 = t1
+        self.row0 = row0  # the segment's first row (a row of the batch)
+        self.fwd0 = fwd0  # whether that row goes lo -> hi
+        self.sums = sums  # per segment (walk order): pk_lo, by_lo, pk_hi, by_hi, fl_lo, fl_hi
+        self.walk = walk  # walk position -> position in key order
+        self.by_key = by_key  # the segments' walk positions in key order (ties: time order, so walk order)
+        self.t_max = t_max  # the batch's last timestamp
+        # the rows sorted by (key, time): keys, timestamps, lo -> hi, sizes, flags, batch row of each
+        self.k = self.t = self.fwd = self.size = self.flags = self.order = None
+        self._make_rows = None
+
+    def rows(self) -> None:
+        """Fill in the sorted rows (k, t, fwd, size, flags, order) if they are not there yet."""
+        if self.k is None:
+            other = self._make_rows()
+            self.k, self.t, self.fwd, self.size, self.flags, self.order = (
+                other.k, other.t, other.fwd, other.size, other.flags, other.order)
+
+
+class FlowGroups(Protocol):
+    """A batch's IP rows in groups of one directed flow tuple, per group: the flow key, whether the
+    tuple goes lo -> hi, its first and last rows, packets, bytes, TCP flags (OR), and the group of each row."""
+
     key: np.ndarray
-    t0: np.ndarray
-    t1: np.ndarray
-    sums: dict[str, np.ndarray]  # per segment (walk order): pk_lo, by_lo, pk_hi, by_hi, fl_lo, fl_hi
-    walk: np.ndarray  # walk position -> position in key order
-    by_key: np.ndarray  # the segments' walk positions in key order (ties: time order, so walk order)
+    fwd: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    packets: np.ndarray
+    bytes: np.ndarray
+    flags: np.ndarray
+
+    def row_groups(self) -> np.ndarray: ...
 
 
 class FlowTable:
@@ -216,6 +263,7 @@ class FlowTable:
         self._index_slots = np.zeros(0, dtype=np.int64)
         self._lru = np.zeros(0, dtype=np.int64)  # live slots, least recently updated first
         self._rows: np.ndarray | None = None  # the IP rows of the batch being accounted
+        self._rowmap: np.ndarray | None = None  # or, when given, their rows in it
 
     @property
     def live(self) -> LiveFlows:
@@ -239,8 +287,42 @@ class FlowTable:
             dst_key = endpoint_keys(rows["dst"], rows["dport"])
         if len(rows) == 0:
             return
-        seg = self._segments(rows, src_key, dst_key)
+        meta = (rows["ip_version"].astype(np.uint64) << np.uint64(24)) | (
+            rows["proto"].astype(np.uint64) << np.uint64(16)) | rows["vlan"].astype(np.uint64)
+        keys = combine(np.minimum(src_key, dst_key), np.maximum(src_key, dst_key), meta)
+        seg = self._segments(keys, src_key <= dst_key, np.ascontiguousarray(rows["ts_ns"]),
+                             rows["wire_len"].astype(np.int64), np.ascontiguousarray(rows["tcp_flags"]))
+        self._run(seg, rows, None)
+
+    def update_groups(self, cols: np.ndarray, rowmap: np.ndarray | None, ts: np.ndarray, size: np.ndarray,
+                      flags: np.ndarray, groups: FlowGroups) -> None:
+        """Account IP rows given as groups of rows with one directed flow tuple (see `FlowGroups`).
+
+        The rows are `cols[rowmap]` (`cols` itself for None); `ts`, `size` (wire length, int64) and
+        `flags` (TCP flags) are theirs. When the batch's time runs forward and spans no more than the
+        idle timeout, no flow has an idle gap in it: its segments are its flows, summed from the groups,
+        and rows are sorted only if a segment is cut by the active timeout.
+        """
+        n = len(ts)
+        if n == 0:
+            return
+        forward = bool((ts[1:] >= ts[:-1]).all())
+        if forward and int(ts[-1]) - int(ts[0]) <= self.idle_ns:
+            seg = self._segments_of_groups(ts, groups)
+
+            def make_rows() -> _Segments:
+                gid = groups.row_groups()
+                return self._segments(groups.key[gid], groups.fwd[gid], ts, size, flags)
+
+            seg._make_rows = make_rows
+        else:
+            gid = groups.row_groups()
+            seg = self._segments(groups.key[gid], groups.fwd[gid], ts, size, flags)
+        self._run(seg, cols, rowmap)
+
+    def _run(self, seg: _Segments, rows: np.ndarray, rowmap: np.ndarray | None) -> None:
         self._rows = rows
+        self._rowmap = rowmap
         m = len(seg.key)
         at, run = 0, m
         while at < m:
@@ -250,18 +332,14 @@ class FlowTable:
                 at, run = stop, min(m, 2 * run)
             else:  # evictions would reach a flow this run updates: the longest run that is safe
                 run = fits
-        self._rows = None
-        self.now_ns = max(self.now_ns, int(seg.t.max()))
+        self._rows = self._rowmap = None
+        self.now_ns = max(self.now_ns, seg.t_max)
         self._expire_idle()
 
-    def _segments(self, rows: np.ndarray, src_key: np.ndarray, dst_key: np.ndarray) -> _Segments:
-        forward = src_key <= dst_key  # the row goes from the canonical "lo" end to "hi"
-        meta = (rows["ip_version"].astype(np.uint64) << np.uint64(24)) | (
-            rows["proto"].astype(np.uint64) << np.uint64(16)) | rows["vlan"].astype(np.uint64)
-        keys = combine(np.minimum(src_key, dst_key), np.maximum(src_key, dst_key), meta)
-        # fields read more than once or gathered in key order: copied out of the rows first (sequential
-        # passes over the batch; gathers from the strided fields would miss the cache)
-        ts = np.ascontiguousarray(rows["ts_ns"])
+    def _segments(self, keys: np.ndarray, forward: np.ndarray, ts: np.ndarray, size: np.ndarray,
+                  flags: np.ndarray) -> _Segments:
+        """The segments of rows with flow keys `keys`, `forward` where a row goes from the canonical "lo"
+        end to "hi", timestamps `ts`, wire lengths `size` (int64) and TCP `flags` (contiguous arrays)."""
         order = None
         if len(ts) < 2 or (ts[1:] >= ts[:-1]).all():
             order = grouping_order(keys)
@@ -275,8 +353,8 @@ class FlowTable:
         first = np.flatnonzero(starts)
         last = np.append(first[1:], n) - 1
         fwd = forward[order]
-        size = rows["wire_len"].astype(np.int64)[order]
-        flags = np.ascontiguousarray(rows["tcp_flags"])[order]
+        size = size[order]
+        flags = flags[order]
         pk_lo = np.add.reduceat(fwd.astype(np.int64), first)
         by_all = np.add.reduceat(size, first)
         by_lo = np.add.reduceat(size * fwd, first)
@@ -289,11 +367,43 @@ class FlowTable:
         walk = np.argsort(t[last], kind="stable")
         by_key = np.empty_like(walk)
         by_key[walk] = np.arange(len(walk))
-        return _Segments(
-            k=k, t=t, fwd=fwd, size=size, flags=flags, order=order,
-            start=first[walk], end=last[walk] + 1, key=k[first[walk]], t0=t[first[walk]], t1=t[last[walk]],
-            sums={name: v[walk] for name, v in sums.items()}, walk=walk, by_key=by_key,
-        )
+        head = first[walk]
+        seg = _Segments(start=head, end=last[walk] + 1, key=k[head], t0=t[head], t1=t[last[walk]], row0=order[head],
+                        fwd0=fwd[head], sums={name: v[walk] for name, v in sums.items()}, walk=walk, by_key=by_key,
+                        t_max=int(t.max()))
+        seg.k, seg.t, seg.fwd, seg.size, seg.flags, seg.order = k, t, fwd, size, flags, order
+        return seg
+
+    def _segments_of_groups(self, ts: np.ndarray, g: FlowGroups) -> _Segments:
+        """`_segments` of a batch whose time runs forward over no more than the idle timeout: each flow
+        is one segment, summed from its groups (its one or two directions, more on a key collision)."""
+        ko = np.argsort(g.key, kind="stable")
+        ks = g.key[ko]
+        change = np.empty(len(ks), dtype=bool)
+        change[:1] = True
+        np.not_equal(ks[1:], ks[:-1], out=change[1:])
+        fs = np.flatnonzero(change)  # the flows' first groups, flows in key order
+        fw, cnt, nbytes, fl, first = g.fwd[ko], g.packets[ko], g.bytes[ko], g.flags[ko], g.first[ko]
+        row0 = np.minimum.reduceat(first, fs)  # a flow's first row is its groups' first
+        row1 = np.maximum.reduceat(g.last[ko], fs)
+        holder = first == np.repeat(row0, np.diff(fs, append=len(ks)))  # the group of each flow's first row
+        packets = np.add.reduceat(cnt, fs)
+        pk_lo = np.add.reduceat(np.where(fw, cnt, 0), fs)
+        by_all = np.add.reduceat(nbytes, fs)
+        by_lo = np.add.reduceat(np.where(fw, nbytes, 0), fs)
+        sums = {
+            "pk_lo": pk_lo, "by_lo": by_lo, "pk_hi": packets - pk_lo, "by_hi": by_all - by_lo,
+            "fl_lo": np.bitwise_or.reduceat(np.where(fw, fl, 0), fs),
+            "fl_hi": np.bitwise_or.reduceat(np.where(fw, 0, fl), fs),
+        }
+        t1 = ts[row1]
+        walk = np.argsort(t1, kind="stable")
+        by_key = np.empty_like(walk)
+        by_key[walk] = np.arange(len(walk))
+        end = np.cumsum(packets)
+        return _Segments(start=(end - packets)[walk], end=end[walk], key=ks[fs][walk], t0=ts[row0][walk], t1=t1[walk],
+                         row0=row0[walk], fwd0=fw[holder][walk], sums={name: v[walk] for name, v in sums.items()},
+                         walk=walk, by_key=by_key, t_max=int(ts[-1]))
 
     def _slot_of(self, keys: np.ndarray) -> np.ndarray:
         """The live slot of each key, -1 for none."""
@@ -355,6 +465,7 @@ class FlowTable:
         sums = {name: v[a:b] for name, v in seg.sums.items()}
         cuts = np.flatnonzero(cut)
         if len(cuts):
+            seg.rows()
             extra = self._cut(seg, cuts, a, cont, old["first_ns"], piece_end, ends_old_active, sums)
             piece_cont &= ~ends_old_active
             piece_seg = np.concatenate([piece_seg, extra[0]])
@@ -375,9 +486,16 @@ class FlowTable:
         # the state each piece leaves its flow in
         state = np.zeros(n_pieces, dtype=_SLOT_DTYPE)
         fresh = ~piece_cont
-        rows = take_rows(self._rows, seg.order[piece_start[fresh]])
+        if len(cuts):  # pieces from the sorted rows
+            p_row0, p_key, p_fwd = seg.order[piece_start], seg.k[piece_start], seg.fwd[piece_start]
+            p_t0, p_t1 = seg.t[piece_start], seg.t[piece_end - 1]
+        else:  # a piece is a segment
+            p_row0, p_key, p_fwd = seg.row0[a:b], seg.key[a:b], seg.fwd0[a:b]
+            p_t0, p_t1 = seg.t0[a:b], seg.t1[a:b]
+        at_rows = p_row0[fresh]
+        rows = take_rows(self._rows, at_rows if self._rowmap is None else self._rowmap[at_rows])
         f = _take(state, fresh)
-        f["key"] = seg.k[piece_start[fresh]]
+        f["key"] = p_key[fresh]
         f["ip_version"] = rows["ip_version"]
         f["proto"] = rows["proto"]
         f["vlan"] = rows["vlan"]
@@ -385,15 +503,15 @@ class FlowTable:
         f["a_port"] = rows["sport"]
         f["b_addr"] = rows["dst"]
         f["b_port"] = rows["dport"]
-        f["a_is_lo"] = seg.fwd[piece_start[fresh]]
-        f["first_ns"] = seg.t[piece_start[fresh]]
-        f["last_ns"] = seg.t[piece_end[fresh] - 1]
+        f["a_is_lo"] = p_fwd[fresh]
+        f["first_ns"] = p_t0[fresh]
+        f["last_ns"] = p_t1[fresh]
         _put(state, fresh, f)
         kept = np.flatnonzero(piece_cont)
         if len(kept):
             c = _take(old, piece_seg[kept])
-            c["first_ns"] = np.minimum(c["first_ns"], seg.t[piece_start[kept]])
-            c["last_ns"] = np.maximum(c["last_ns"], seg.t[piece_end[kept] - 1])
+            c["first_ns"] = np.minimum(c["first_ns"], p_t0[kept])
+            c["last_ns"] = np.maximum(c["last_ns"], p_t1[kept])
             _put(state, kept, c)
         for name in _SUMS:
             state[name] += sums[name]

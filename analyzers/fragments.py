@@ -30,9 +30,12 @@ class FragmentTracker:
         self.evicted = 0
         self.completed = 0
 
-    def process(self, cols: np.ndarray) -> np.ndarray:
-        """Fill later fragments' ports in place; return the first-fragment rows of datagrams completed."""
-        idx = np.flatnonzero(cols["frag"] != FRAG_NONE)
+    def process(self, cols: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Fill later fragments' ports in place; return the first-fragment rows of datagrams completed.
+
+        `rows`, when given, are the indices of the fragment rows (`frag` not FRAG_NONE), found by the caller.
+        """
+        idx = np.flatnonzero(cols["frag"] != FRAG_NONE) if rows is None else rows
         done: list[np.ndarray] = []
         for i in idx.tolist():
             row = cols[i]

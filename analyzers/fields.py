@@ -1,0 +1,180 @@
+"""A Columns batch's fields as contiguous arrays, read out of the rows together, and its rows grouped
+by flow tuple.
+
+A Columns row is 78 bytes: reading one field of every row streams the whole batch through the cache,
+whatever the field's width, so reading fields one at a time costs a pass each. Here the rows are read a
+block at a time (a block stays in the cache) as a few 8-byte words, each written to its own contiguous
+array; fields are then cut out of the words with shifts and masks, contiguous passes that cost a
+fraction of a strided one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pktscope.decoders.columns import COLUMNS_DTYPE
+
+_ITEM = COLUMNS_DTYPE.itemsize
+
+
+def _at(name: str) -> int:
+    return COLUMNS_DTYPE.fields[name][1]
+
+
+# the words read from every row (little-endian, as the Columns fields are):
+#   head: ts_ns | wire_len, cap_len | linktype, ethertype, vlan, encap, ip_version
+#   addr: src (2 words) | dst (2 words) | sport, dport, frag, more_frags, 2 bytes of frag_offset
+#   and two 2-byte words: proto, tcp_flags | depth, status
+_HEAD, _ADDR, _PROTO, _DEPTH = _at("ts_ns"), _at("src"), _at("proto"), _at("depth")
+_LAYOUT = {
+    "ts_ns": _HEAD, "wire_len": _HEAD + 8, "cap_len": _HEAD + 12, "linktype": _HEAD + 16, "ethertype": _HEAD + 18,
+    "vlan": _HEAD + 20, "encap": _HEAD + 22, "ip_version": _HEAD + 23, "proto": _PROTO, "tcp_flags": _PROTO + 1,
+    "src": _ADDR, "dst": _ADDR + 16, "sport": _ADDR + 32, "dport": _ADDR + 34, "frag": _ADDR + 36,
+    "depth": _DEPTH, "status": _DEPTH + 1,
+}
+if any(_at(name) != offset for name, offset in _LAYOUT.items()) or _ADDR + 40 > _ITEM or _DEPTH + 2 > _ITEM:
+    raise ImportError("analyzers/fields.py: the Columns layout changed; update the words read from a row")
+
+_BLOCK = 4096  # rows read at a time: 320 KB of rows, in the cache while their words are copied out
+_M8 = np.uint64(0xFF)
+_M16 = np.uint64(0xFFFF)
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+def _u64(v: int) -> np.uint64:
+    return np.uint64(v)
+
+
+class Fields:
+    """The fields of a batch's rows that the analyzers read, as contiguous arrays (one pass over the rows).
+
+    `cols` must be C-contiguous. Words: `ts` (int64), `lens` (wire_len | cap_len << 32), `link` (linktype |
+    ethertype << 16 | vlan << 32 | encap << 48 | ip_version << 56), `s0, s1, d0, d1` (the addresses'
+    bytes as little-endian words), `ports` (sport | dport << 16 | frag << 32 | ...), `pf` (proto |
+    tcp_flags << 8), `ds` (depth | status << 8).
+    """
+
+    __slots__ = ("d0", "d1", "ds", "lens", "link", "pf", "ports", "s0", "s1", "ts")
+
+    def __init__(self, cols: np.ndarray) -> None:
+        n = len(cols)
+        words = np.empty((8, n), dtype=np.uint64)
+        halves = np.empty((2, n), dtype=np.uint16)
+        if n:
+            head = np.ndarray((n, 3), dtype="<u8", buffer=cols, offset=_HEAD, strides=(_ITEM, 8))
+            addr = np.ndarray((n, 5), dtype="<u8", buffer=cols, offset=_ADDR, strides=(_ITEM, 8))
+            proto = np.ndarray((n,), dtype="<u2", buffer=cols, offset=_PROTO, strides=(_ITEM,))
+            depth = np.ndarray((n,), dtype="<u2", buffer=cols, offset=_DEPTH, strides=(_ITEM,))
+            for i in range(0, n, _BLOCK):
+                j = min(n, i + _BLOCK)
+                words[:3, i:j] = head[i:j].T
+                words[3:, i:j] = addr[i:j].T
+                halves[0, i:j] = proto[i:j]
+                halves[1, i:j] = depth[i:j]
+        self.ts = words[0].view(np.int64)
+        self.lens, self.link, self.s0, self.s1, self.d0, self.d1, self.ports = words[1:]
+        self.pf, self.ds = halves
+
+    def reread_ports(self, cols: np.ndarray, rows: np.ndarray) -> None:
+        """Read the ports word of some rows again (the fragment tracker filled their ports)."""
+        word = np.ndarray((len(cols),), dtype="<u8", buffer=cols, offset=_ADDR + 32, strides=(_ITEM,))
+        self.ports[rows] = word[rows]
+
+    def take(self, rows: np.ndarray) -> Fields:
+        """The fields of some rows (indices)."""
+        out = Fields.__new__(Fields)
+        for name in Fields.__slots__:
+            setattr(out, name, getattr(self, name)[rows])
+        return out
+
+    # fields cut out of the words
+    def wire(self) -> np.ndarray:
+        return (self.lens & _M32).view(np.int64)
+
+    def cap_sum(self) -> int:
+        return int((self.lens >> _u64(32)).sum())
+
+    def depth(self) -> np.ndarray:
+        return self.ds & np.uint16(0xFF)
+
+    def status(self) -> np.ndarray:
+        return self.ds >> np.uint16(8)
+
+    def ip_version(self) -> np.ndarray:
+        return self.link >> _u64(56)
+
+    def frag(self) -> np.ndarray:
+        return (self.ports >> _u64(32)) & _M8
+
+    def flags(self) -> np.ndarray:
+        return (self.pf >> np.uint16(8)).astype(np.uint8)
+
+    def ethertype(self) -> np.ndarray:
+        return (self.link >> _u64(16)) & _M16
+
+
+# odd 64-bit constants (from xxhash and murmur3)
+_H = [np.uint64(c) for c in (0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x85EBCA77C2B2AE63,
+                             0x27D4EB2F165667C5, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53)]
+
+
+def tuple_words(f: Fields) -> list[np.ndarray]:
+    """A directed flow tuple per row as five words, the tuple's bits moved in one to one.
+
+    The address words' second halves are regrouped so that an IPv4 pair (the last four bytes of each
+    IPv4-mapped address) fills one word: a product spreads a word's bits upwards only, so two 32-bit
+    halves multiplied apart and xored would meet in 32 bits and collide at some 10^4 pairs. The other
+    words: the first halves (zero for IPv4), the rest of the second halves (constant for IPv4) and the
+    ports with (IP version, protocol, VLAN).
+    """
+    hi = f.s1 >> _u64(32)
+    hi |= f.d1 & ~_M32
+    lo = f.s1 & _M32
+    lo |= f.d1 << _u64(32)
+    meta = ((f.link >> _u64(32)) & _u64(0xFF00FFFF)) | ((f.pf & np.uint16(0xFF)).astype(np.uint64) << _u64(16))
+    pm = f.ports & _M32
+    pm |= meta << _u64(32)
+    return [hi, pm, f.s0, f.d0, lo]
+
+
+def tuple_hash(words: list[np.ndarray]) -> np.ndarray:
+    """A 64-bit hash of each row's words, for grouping only: the groups are checked word by word after
+    (`group_rows`), so a collision costs time, never a wrong group."""
+    with np.errstate(over="ignore"):
+        h = words[0] * _H[0]
+        for word, mult in zip(words[1:], _H[1:]):
+            h ^= word * mult
+        h ^= h >> _u64(32)
+        h *= _H[6]
+        h ^= h >> _u64(29)
+    return h
+
+
+def group_rows(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with equal words together: (order, starts), `order` listing the rows group by group and each
+    group's rows in row order, `starts` where each group begins in it. Groups are exact: rows of a group
+    have every word equal, rows of different groups differ in some word."""
+    from pktscope.analyzers.keys import grouping_order
+
+    n = len(words[0])
+    words = [w for w in words if n and not (w == w[0]).all()] or words[:1]  # constant words tell nothing
+    h = tuple_hash(words)
+    order = grouping_order(h)
+    if order is None:
+        order = np.argsort(h, kind="stable")
+    hs = h[order]
+    change = np.empty(n, dtype=bool)
+    change[:1] = True
+    np.not_equal(hs[1:], hs[:-1], out=change[1:])
+    # the check: within a group, each row's words equal the row's before it
+    diff = np.zeros(max(n - 1, 0), dtype=np.uint64)
+    for word in words:
+        ws = word[order]
+        diff |= ws[1:] ^ ws[:-1]
+    if diff[~change[1:]].any():  # a hash collision: group by the words themselves
+        order = np.lexsort(words[::-1])
+        change[1:] = False
+        for word in words:
+            ws = word[order]
+            change[1:] |= ws[1:] != ws[:-1]
+    return order, np.flatnonzero(change)
