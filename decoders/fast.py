@@ -1,12 +1,17 @@
 """The fast decoder: the common frames of a Batch decoded a column at a time with numpy.
 
-Header bytes are gathered in three windows per frame (link, network, transport), each a row of a
-2-D uint8 array taken at per-frame offsets, and fields are read from fixed columns of those rows.
-Only frames this path is sure about are decoded here: the link types, EtherTypes and IP protocols
-below, every header whole inside the captured bytes and sane. Any other frame (cut or bogus header,
-LLC, MPLS, PPPoE, three VLAN tags, IPv6 extension headers, AH, IPv4 header errors) goes through
-`reference.decode_batch` and is merged back in place, so both paths give the same Columns row for
-row (tests/test_fast_decoder.py proves it on the corpus, the samples and every snaplen cut).
+Two vectorized paths, then dpkt. The plain path (`_decode_plain`) takes the frames nearly every capture
+is made of: Ethernet with at most one 802.1Q tag, SLL, SLL2 or raw IP; IPv4 without options or
+fragmentation or IPv6 without extension headers; TCP, UDP, SCTP, ICMP or a protocol pktscope does not
+open. It gathers one window of header bytes per frame, reads fields from fixed columns of it and writes
+each Columns row as a few wide words, a slice of the batch at a time so the slice stays in cache.
+Every other frame goes to the general path (`_decode_general`): header bytes gathered in three windows
+(link, network, transport) at per-frame offsets, any supported link type, two VLAN tags, ARP, IPv4
+options and fragments. What that path is not sure about (cut or bogus header, LLC, MPLS, PPPoE, three
+VLAN tags, IPv6 extension headers, AH, IPv4 header errors) goes through `reference.decode_batch`.
+Each path's rows are merged back in place, so the result is the reference decoder's Columns row for
+row (tests/test_fast_decoder.py proves it on the corpus, the samples, every snaplen cut and the plain
+path's edges).
 """
 
 from __future__ import annotations
@@ -259,15 +264,10 @@ _PLAIN_LINKS = {
 }
 
 
-def _decode_plain(batch: Batch, raw: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
-    """Decode the plain frames of a Batch into cols; returns which rows it did (None: every row)."""
+def _decode_plain(batch: Batch, linktype: int, raw: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
+    """Decode the plain frames of a Batch of one link type into cols; which rows it did (None: all)."""
     n = len(batch)
-    linktypes = batch.linktypes
-    linktype = int(linktypes[0])
-    layout = _PLAIN_LINKS.get(linktype)
-    if layout is None or (n > 1 and not (linktypes == linktype).all()):
-        return np.zeros(n, dtype=bool)
-    skip, width, et_at, l3 = layout
+    skip, width, et_at, l3 = _PLAIN_LINKS[linktype]
     g = _windows(raw, batch.offsets + skip if skip else batch.offsets, width)
     link = l3 - skip  # where the network header starts in g
     avail = batch.caplens.astype(np.int32) - l3  # caplens fit in 31 bits (the largest snaplen is 2**18)
@@ -306,15 +306,34 @@ def decode_batch_fast(batch: Batch) -> np.ndarray:
     if n == 0:
         return batch_columns(batch)
     raw = np.frombuffer(batch.buf, dtype=np.uint8)
+    linktypes = batch.linktypes
+    linktype = int(linktypes[0])
+    if (linktypes == linktype).all():
+        return _decode_link(batch, linktype, raw)
+    # several link types (pcapng interfaces): each one's frames apart, then back in place
+    cols = np.empty(n, dtype=COLUMNS_DTYPE)
+    for code in np.unique(linktypes).tolist():
+        rows = np.flatnonzero(linktypes == code)
+        _rows(cols)[rows] = _rows(_decode_link(batch.select(rows), code, raw))
+    return cols
+
+
+def _decode_link(batch: Batch, linktype: int, raw: np.ndarray) -> np.ndarray:
+    """Decode a Batch whose frames all have one link type: the plain path first, then the others."""
+    n = len(batch)
+    if linktype not in _PLAIN_LINKS:
+        return _decode_general(batch, raw, batch_columns(batch))
     cols = np.empty(n, dtype=COLUMNS_DTYPE)
     rest = []
-    # a slice at a time, so that its window matrix and Columns rows stay in the CPU cache between passes
-    for start in range(0, n, PLAIN_CHUNK):
-        part = batch if n <= PLAIN_CHUNK else batch.select(slice(start, start + PLAIN_CHUNK))
-        out = cols[start : start + PLAIN_CHUNK]
+    # a slice at a time (equal ones), so that its window matrix and Columns rows stay in the CPU cache
+    # between passes
+    size = -(-n // -(-n // PLAIN_CHUNK))
+    for start in range(0, n, size):
+        part = batch if size == n else batch.select(slice(start, start + size))
+        out = cols[start : start + size]
         out.view(np.uint8).fill(0)
         fill_batch_fields(out, part)
-        done = _decode_plain(part, raw, out)
+        done = _decode_plain(part, linktype, raw, out)
         if done is not None:
             rest.append(np.flatnonzero(~done) + start)
     if not rest:

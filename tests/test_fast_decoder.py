@@ -249,17 +249,20 @@ def test_plain_frames_stay_on_the_plain_path(monkeypatch: pytest.MonkeyPatch) ->
     def no_general(*args: object) -> None:
         raise AssertionError("a plain frame left the plain path")
 
-    for linktype, frames in by_link.items():
-        batch = Batch.from_frames(frames, np.arange(len(frames)), linktype)
+    batches = [Batch.from_frames(frames, np.arange(len(frames)), linktype) for linktype, frames in by_link.items()]
+    mixed = [(linktype, frame) for linktype, frames in by_link.items() for frame in frames]
+    mixed = mixed[::2] + mixed[1::2]  # several link types in one batch (pcapng interfaces), interleaved
+    batches.append(Batch.from_frames([f for _, f in mixed], np.arange(len(mixed)), [lt for lt, _ in mixed]))
+    for batch in batches:
         want = reference.decode_batch(batch)
         with monkeypatch.context() as m:
             m.setattr(fast, "_decode_general", no_general)
             got = fast.decode_batch_fast(batch)
-        assert got.tobytes() == want.tobytes(), linktype
+        assert got.tobytes() == want.tobytes(), batch.linktypes
 
 
 def test_slices_of_a_batch(monkeypatch: pytest.MonkeyPatch, bench_capture: Path) -> None:
-    """Batches decoded a slice at a time: plain and other frames in several slices, the last one short."""
+    """Batches decoded a slice at a time: plain and other frames in several slices, the last one shorter."""
     frames = _edge_frames()
     eth = [f for lt, f in frames if lt == ETHERNET]
     monkeypatch.setattr(fast, "PLAIN_CHUNK", 7)
