@@ -62,7 +62,8 @@ V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
 # wire_len and cap_len as one little-endian word
 _LENGTHS = np.dtype({"names": ["w"], "formats": ["<u8"], "offsets": [COLUMNS_DTYPE.fields["wire_len"][1]],
                      "itemsize": COLUMNS_DTYPE.itemsize})
-assert COLUMNS_DTYPE.fields["cap_len"][1] == COLUMNS_DTYPE.fields["wire_len"][1] + 4 and np.little_endian
+if COLUMNS_DTYPE.fields["cap_len"][1] != COLUMNS_DTYPE.fields["wire_len"][1] + 4 or not np.little_endian:
+    raise RuntimeError("fill_batch_fields writes wire_len and cap_len as one little-endian word")
 
 
 def batch_columns(batch: Batch) -> np.ndarray:

@@ -157,11 +157,12 @@ _DEPTH = np.dtype({"names": ["w"], "formats": ["<u2"], "offsets": [76], "itemsiz
 
 def _check_layout() -> None:
     """The words above cover these fields, in this order, at these offsets (COLUMNS_DTYPE must not move)."""
-    at = {name: COLUMNS_DTYPE.fields[name][1] for name in COLUMNS_DTYPE.names}
-    want = {"ethertype": 18, "vlan": 20, "encap": 22, "ip_version": 23, "proto": 24, "tcp_flags": 25,
-            "src": 26, "dst": 42, "sport": 58, "dport": 60, "depth": 76, "status": 77}
-    assert all(at[k] == v for k, v in want.items()), "COLUMNS_DTYPE layout changed: update fast.py"
-    assert COLUMNS_DTYPE.byteorder in "=<|" and np.little_endian, "the plain path writes little-endian words"
+    want = {"ethertype": (18, "<u2"), "vlan": (20, "<u2"), "encap": (22, "u1"), "ip_version": (23, "u1"),
+            "proto": (24, "u1"), "tcp_flags": (25, "u1"), "src": (26, ("u1", (16,))), "dst": (42, ("u1", (16,))),
+            "sport": (58, "<u2"), "dport": (60, "<u2"), "depth": (76, "u1"), "status": (77, "u1")}
+    fields = COLUMNS_DTYPE.fields
+    if any(fields[k][1] != at or fields[k][0] != np.dtype(dt) for k, (at, dt) in want.items()) or not np.little_endian:
+        raise RuntimeError("the plain path writes little-endian words at fixed offsets of COLUMNS_DTYPE")
 
 
 _check_layout()
@@ -180,12 +181,9 @@ _V4_MAPPED_HI = np.uint64(0xFFFF0000)  # bytes 8-11 of ::ffff:a.b.c.d as the low
 _HIGH_HALF = np.uint64(0xFFFF_FFFF_0000_0000)
 
 
-def _col(g: np.ndarray, col: int, dtype: str = "u1", count: int = 1) -> np.ndarray:
-    """`count` fields of `dtype` at byte `col` of each row of the C-contiguous window matrix g (a view)."""
-    dt = np.dtype(dtype)
-    if count == 1:
-        return np.ndarray((g.shape[0],), dt, buffer=g, offset=col, strides=(g.strides[0],))
-    return np.ndarray((g.shape[0], count), dt, buffer=g, offset=col, strides=(g.strides[0], dt.itemsize))
+def _col(g: np.ndarray, col: int, dtype: str = "u1") -> np.ndarray:
+    """The `dtype` field at byte `col` of each row of the C-contiguous window matrix g (a view, unaligned)."""
+    return np.ndarray((g.shape[0],), np.dtype(dtype), buffer=g, offset=col, strides=(g.strides[0],))
 
 
 def _transport(g: np.ndarray, at: int, proto: np.ndarray, payload: np.ndarray) -> tuple:
