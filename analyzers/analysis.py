@@ -12,8 +12,11 @@ from pktscope.analyzers.flows import (
     DEFAULT_ACTIVE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_FLOWS,
+    END_REASONS,
     Flow,
     FlowTable,
+    flow_sizes,
+    flows_of,
     top_candidates,
 )
 from pktscope.analyzers.fragments import FragmentTracker
@@ -196,9 +199,9 @@ class _KeySet:
 class _Counters:
     """Rows of int64 counters and a label, keyed by uint64: rows in arrival order, found through a sorted index.
 
-    A batch's (unique) keys are looked up with one searchsorted: counts of known keys are added in place,
-    new keys get rows at the end and a place in the index. Nothing is merged later: taking the counters
-    is reading the arrays.
+    A batch's (unique, ascending) keys are looked up with one searchsorted: counts of known keys are added
+    in place, new keys get rows at the end and a place in the index. Nothing is merged later: taking the
+    counters is reading the arrays. Each counter is a contiguous array (counts are added a counter at a time).
     """
 
     def __init__(self, width: int, label_width: int) -> None:
@@ -209,17 +212,19 @@ class _Counters:
     def _reset(self) -> None:
         self._index = np.zeros(0, dtype=np.uint64)  # the keys, ascending
         self._rows = np.zeros(0, dtype=np.int64)  # the row of each
-        self._counts = np.zeros((1024, self._width), dtype=np.int64)
+        self._counts = np.zeros((self._width, 1024), dtype=np.int64)  # counter j of row i: [j, i]
         self._labels = np.zeros((1024, self._label_width), dtype=np.uint8)
         self._used = 0
 
-    def add(self, keys: np.ndarray, counts: np.ndarray, labels: np.ndarray) -> None:
-        """Add `counts` under `keys` (unique, ascending); `labels` are kept for keys not seen before."""
+    def add(self, keys: np.ndarray, counts: list[np.ndarray], labels: np.ndarray) -> None:
+        """Add `counts` (one array per counter) under `keys` (unique, ascending); `labels` are kept for
+        keys not seen before."""
         index = self._index
         pos = np.searchsorted(index, keys)
         if len(index):
-            rows = self._rows[np.minimum(pos, len(index) - 1)]
-            found = index[np.minimum(pos, len(index) - 1)] == keys
+            at = np.minimum(pos, len(index) - 1)
+            rows = self._rows[at]
+            found = index[at] == keys
         else:
             rows = pos
             found = np.zeros(len(keys), dtype=bool)
@@ -227,10 +232,11 @@ class _Counters:
             new = np.flatnonzero(~found)
             fresh = np.arange(self._used, self._used + len(new))
             self._used += len(new)
-            if self._used > len(self._counts):
-                size = max(2 * len(self._counts), self._used)
-                self._counts = np.concatenate([self._counts, np.zeros((size - len(self._counts), self._width),
-                                                                      dtype=np.int64)])
+            if self._used > self._counts.shape[1]:
+                size = max(2 * self._counts.shape[1], self._used)
+                grown = np.zeros((self._width, size), dtype=np.int64)
+                grown[:, : self._counts.shape[1]] = self._counts
+                self._counts = grown
                 self._labels = np.concatenate([self._labels, np.zeros((size - len(self._labels), self._label_width),
                                                                       dtype=np.uint8)])
             self._labels[fresh] = labels[new]
@@ -238,11 +244,13 @@ class _Counters:
             rows[new] = fresh
             self._index = np.insert(index, pos[new], keys[new])
             self._rows = np.insert(self._rows, pos[new], fresh)
-        self._counts[rows] += counts
+        for counter, values in zip(self._counts, counts):
+            counter[rows] += values
 
     def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Keys (ascending), their counters and labels since the last take; then start afresh."""
-        taken = self._index, self._counts[self._rows], self._labels[self._rows]
+        """Keys (ascending), their counters (a row of counters per key) and labels since the last take;
+        then start afresh."""
+        taken = self._index, self._counts[:, self._rows].T, self._labels[self._rows]
         self._reset()
         return taken
 
@@ -428,13 +436,16 @@ class Analysis:
     def _hosts(self, g: _Groups) -> None:
         """Sent and received packets and bytes per address: a group's tuple sends from one, to the other."""
         m = len(g)
-        keys = np.concatenate([g.src_host, g.dst_host])
-        counts = np.zeros((2 * m, 4), dtype=np.int64)
-        counts[:m, 0] = counts[m:, 2] = g.packets
-        counts[:m, 1] = counts[m:, 3] = g.bytes
-        order, starts, uniq = groups(keys)
+        order, starts, uniq = groups(np.concatenate([g.src_host, g.dst_host]))
+        sent = order < m
+        group = np.where(sent, order, order - m)
+        pk, by = g.packets[group], g.bytes[group]
+        sent_pk = np.add.reduceat(np.where(sent, pk, 0), starts)
+        sent_by = np.add.reduceat(np.where(sent, by, 0), starts)
+        counts = [sent_pk, sent_by, np.add.reduceat(pk, starts) - sent_pk, np.add.reduceat(by, starts) - sent_by]
+        first = order[starts]
         addrs = np.concatenate([g.rep["src"], g.rep["dst"]])
-        self._hosts_tally.add(uniq, np.add.reduceat(counts[order], starts), addrs[order[starts]])
+        self._hosts_tally.add(uniq, counts, addrs[first])
 
     def _ports(self, g: _Groups) -> None:
         # the service side of a conversation is taken to be its lower port (well-known < ephemeral)
@@ -473,20 +484,27 @@ class Analysis:
                 s.conv_keys[name].update(keys.tolist())
 
     def _collect_ended(self) -> None:
-        ended = self.flows.drain()
-        if not ended:
+        states, reasons = self.flows.drain_records()
+        if not len(states):
             return
         s = self.snap
-        s.flows_ended += len(ended)
-        for f in ended:
-            s.flow_end_reasons[f.end_reason] = s.flow_end_reasons.get(f.end_reason, 0) + 1
-            if self.on_flow_end is not None:
+        s.flows_ended += len(states)
+        counts = np.bincount(reasons, minlength=len(END_REASONS))
+        _, first = np.unique(reasons, return_index=True)
+        for code in reasons[np.sort(first)].tolist():  # in the order the reasons first come
+            name = END_REASONS[code]
+            s.flow_end_reasons[name] = s.flow_end_reasons.get(name, 0) + int(counts[code])
+        ended = None
+        if self.on_flow_end is not None:
+            ended = flows_of(states, reasons)
+            for f in ended:
                 self.on_flow_end(f)
         limit = s.top_limit
-        if len(ended) > 4 * limit:  # many (the end of a capture): rank them with numpy first
-            keep = top_candidates(np.array([f.bytes for f in ended]), np.array([f.packets for f in ended]),
-                                  np.array([f.first_ns for f in ended]), limit)
-            ended = [f for f, kept in zip(ended, keep.tolist()) if kept]
+        if len(states) > 4 * limit:  # many (the end of a capture): rank them with numpy first, make Flows of those
+            keep = np.flatnonzero(top_candidates(*flow_sizes(states), limit))
+            ended = [ended[i] for i in keep.tolist()] if ended is not None else flows_of(states[keep], reasons[keep])
+        elif ended is None:
+            ended = flows_of(states, reasons)
         self._ended = top_flows(self._ended + ended, limit)
 
     def finish(self, now_ns: int | None = None) -> Snapshot:

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pktscope.analyzers.keys import combine, endpoint_keys, grouping_order
+from pktscope.analyzers.keys import combine, endpoint_keys, grouping_order, stable_order
 from pktscope.decoders.columns import DEPTH_NETWORK, take_rows
 
 NS = 1_000_000_000
@@ -52,7 +52,8 @@ _SLOT_BYTES = np.dtype((np.void, _SLOT_DTYPE.itemsize))
 _SUMS = ("pk_lo", "by_lo", "pk_hi", "by_hi")
 _FLAGS = ("fl_lo", "fl_hi")
 _NEVER = np.iinfo(np.int64).max
-_REASONS = (END_IDLE, END_ACTIVE, END_EVICTED)  # end events' reason codes 0, 1, 2
+END_REASONS = (END_IDLE, END_ACTIVE, END_EVICTED, END_EOF)  # end reason codes 0, 1, 2, 3
+_IDLE, _EOF = 0, 3
 
 
 def _take(records: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -102,13 +103,12 @@ class Flow:
         return self.bytes_ab + self.bytes_ba
 
 
-def _flows(states: np.ndarray, reasons: list[str] | str) -> list[Flow]:
-    """Flow objects of slot records (`_SLOT_DTYPE`), with their end reasons."""
+def _flows(states: np.ndarray, reasons: np.ndarray | str) -> list[Flow]:
+    """Flow objects of slot records (`_SLOT_DTYPE`), with their end reasons (codes, see `END_REASONS`)."""
     n = len(states)
     if n == 0:
         return []
-    if isinstance(reasons, str):
-        reasons = [reasons] * n
+    reasons = [reasons] * n if isinstance(reasons, str) else [END_REASONS[r] for r in reasons.tolist()]
     a_lo = states["a_is_lo"]
     cols = [states[name].tolist() for name in ("key", "ip_version", "proto", "vlan")]
     a_addr = np.ascontiguousarray(states["a_addr"]).tobytes()
@@ -127,6 +127,16 @@ def _flows(states: np.ndarray, reasons: list[str] | str) -> list[Flow]:
                          states["last_ns"].tolist(), ab[0], ab[1], ba[0], ba[1], fl_ab, fl_ba, reasons,
                          a_lo.tolist()))
     ]
+
+
+def flows_of(states: np.ndarray, reasons: np.ndarray) -> list[Flow]:
+    """Flow objects of ended flows' slot records and reason codes (`FlowTable.drain_records`)."""
+    return _flows(states, reasons)
+
+
+def flow_sizes(states: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bytes, packets and first_ns of flows' slot records: what `top_candidates` ranks them by."""
+    return states["by_lo"] + states["by_hi"], states["pk_lo"] + states["pk_hi"], states["first_ns"]
 
 
 def top_candidates(nbytes: np.ndarray, packets: np.ndarray, first_ns: np.ndarray, limit: int) -> np.ndarray:
@@ -252,7 +262,7 @@ class FlowTable:
         self.idle_ns = int(idle_timeout * NS)
         self.active_ns = int(active_timeout * NS)
         self.max_flows = max_flows
-        self.ended: list[Flow] = []
+        self._ended: list[tuple[np.ndarray, np.ndarray]] = []  # slot records of ended flows, reason codes
         self.evictions = 0
         self.created = 0
         self.now_ns = 0
@@ -364,7 +374,7 @@ class FlowTable:
             "fl_hi": np.bitwise_or.reduceat(np.where(fwd, 0, flags), first),
         }
         # segments in order of their last packet: the order the live table is updated in
-        walk = np.argsort(t[last], kind="stable")
+        walk = stable_order(t[last])
         by_key = np.empty_like(walk)
         by_key[walk] = np.arange(len(walk))
         head = first[walk]
@@ -377,7 +387,7 @@ class FlowTable:
     def _segments_of_groups(self, ts: np.ndarray, g: FlowGroups) -> _Segments:
         """`_segments` of a batch whose time runs forward over no more than the idle timeout: each flow
         is one segment, summed from its groups (its one or two directions, more on a key collision)."""
-        ko = np.argsort(g.key, kind="stable")
+        ko = stable_order(g.key)
         ks = g.key[ko]
         change = np.empty(len(ks), dtype=bool)
         change[:1] = True
@@ -397,7 +407,7 @@ class FlowTable:
             "fl_hi": np.bitwise_or.reduceat(np.where(fw, 0, fl), fs),
         }
         t1 = ts[row1]
-        walk = np.argsort(t1, kind="stable")
+        walk = stable_order(t1)
         by_key = np.empty_like(walk)
         by_key[walk] = np.arange(len(walk))
         end = np.cumsum(packets)
@@ -423,7 +433,7 @@ class FlowTable:
         t1 = seg.t1[a:b]
         # the previous segment of the same key in this run (they are in time order), -1 for none
         whole = a == 0 and b == len(seg.key)
-        by_key = seg.by_key if whole else np.argsort(key, kind="stable")
+        by_key = seg.by_key if whole else stable_order(key)
         same = key[by_key[1:]] == key[by_key[:-1]]
         prev = np.full(m, -1, dtype=np.int64)
         prev[by_key[1:][same]] = by_key[:-1][same]
@@ -549,12 +559,12 @@ class FlowTable:
         if len(parts) == 1:
             i = parts[0]
             e_order = np.lexsort((ev_sub[i], ev_pos[i]))
-            self.ended.extend(_flows(_take(ev_state[i], e_order), [_REASONS[r] for r in ev_reason[i][e_order].tolist()]))
+            self._end(_take(ev_state[i], e_order), ev_reason[i][e_order])
         elif parts:
             e_order = np.lexsort((np.concatenate([ev_sub[i] for i in parts]), np.concatenate([ev_pos[i] for i in parts])))
-            reasons = np.concatenate([ev_reason[i] for i in parts])[e_order].tolist()
+            reasons = np.concatenate([ev_reason[i] for i in parts])[e_order]
             states = _take(_join([ev_state[i] for i in parts]), e_order)
-            self.ended.extend(_flows(states, [_REASONS[r] for r in reasons]))
+            self._end(states, reasons)
 
         # the live table after the run: every key of the run lives on in its last piece
         finals = np.flatnonzero(is_last)  # segments, in walk order
@@ -734,7 +744,7 @@ class FlowTable:
         stop = int(np.argmax(busy)) if busy.any() else len(lru)
         if stop:
             done = lru[:stop]
-            self.ended.extend(_flows(_take(self._slots, done), END_IDLE))
+            self._end(_take(self._slots, done), np.full(len(done), _IDLE, dtype=np.int64))
             self._remove(done)
             self._lru = lru[stop:]
 
@@ -764,11 +774,25 @@ class FlowTable:
             self.now_ns = now_ns
             self._expire_idle()
         lru = self._lru
-        self.ended.extend(_flows(_take(self._slots, lru), END_EOF))
+        self._end(_take(self._slots, lru), np.full(len(lru), _EOF, dtype=np.int64))
         self._remove(lru)
         self._lru = lru[:0]
 
     def drain(self) -> list[Flow]:
         """Take the flows that ended since the last drain."""
-        ended, self.ended = self.ended, []
-        return ended
+        states, reasons = self.drain_records()
+        return _flows(states, reasons)
+
+    def drain_records(self) -> tuple[np.ndarray, np.ndarray]:
+        """Take the flows that ended since the last drain as slot records (`_SLOT_DTYPE`) and end reason
+        codes (see `END_REASONS`), in the order they ended: `flows_of` makes Flows of those wanted."""
+        parts, self._ended = self._ended, []
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return np.zeros(0, dtype=_SLOT_DTYPE), np.zeros(0, dtype=np.int64)
+        return _join([states for states, _ in parts]), np.concatenate([reasons for _, reasons in parts])
+
+    def _end(self, states: np.ndarray, reasons: np.ndarray) -> None:
+        if len(states):
+            self._ended.append((states, reasons))
