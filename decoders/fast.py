@@ -1,7 +1,7 @@
 """The fast decoder: the common frames of a Batch decoded a column at a time with numpy.
 
 Two vectorized paths, then dpkt. The plain path (`_decode_plain`) takes the frames nearly every capture
-is made of: Ethernet with at most one 802.1Q tag, SLL, SLL2 or raw IP; IPv4 without options or
+is made of: Ethernet with at most one 802.1Q tag, SLL, SLL2, BSD loopback or raw IP; IPv4 without options or
 fragmentation or IPv6 without extension headers; TCP, UDP, SCTP, ICMP or a protocol pktscope does not
 open. It gathers one window of header bytes per frame, reads fields from fixed columns of it and writes
 each Columns row as a few wide words, a slice of the batch at a time so the slice stays in cache.
@@ -138,7 +138,7 @@ def _family_ethertype(family: np.ndarray) -> np.ndarray:
 
 
 # --- the plain path -----------------------------------------------------------------------------
-# Most frames are a link header (Ethernet with at most one 802.1Q tag, SLL, SLL2 or none), an IPv4
+# Most frames are a link header (Ethernet with one 802.1Q tag at most, SLL, SLL2, NULL/LOOP or none), an IPv4
 # header without options or fragmentation or an IPv6 header without extension headers, then a TCP,
 # UDP, SCTP or ICMP header (or an IP protocol pktscope does not open), all whole inside the captured
 # bytes. Those rows are decoded here from one window per frame and written into Columns a few wide
@@ -259,7 +259,12 @@ _PLAIN_LINKS = {
     lt.LINKTYPE_IPV4: (0, 64, None, 0),
     lt.LINKTYPE_IPV6: (0, 64, None, 0),
     **{code: (0, 64, None, 0) for code in _RAW_LINKS},
+    lt.LINKTYPE_NULL: (0, 64, None, _AF_LEN),
+    lt.LINKTYPE_LOOP: (0, 64, None, _AF_LEN),
 }
+# BSD address family (below 256; any other: 255) -> EtherType, 0 when unknown
+_AF_ETHERTYPES = np.zeros(256, dtype=np.uint16)
+_AF_ETHERTYPES[list(reference._AF_TO_ETHERTYPE)] = list(reference._AF_TO_ETHERTYPE.values())
 
 
 def _decode_plain(batch: Batch, linktype: int, raw: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
@@ -271,6 +276,12 @@ def _decode_plain(batch: Batch, linktype: int, raw: np.ndarray, cols: np.ndarray
     avail = batch.caplens.astype(np.int32) - l3  # caplens fit in 31 bits (the largest snaplen is 2**18)
     if et_at is not None:
         etype = _col(g, et_at - skip, ">u2").astype(np.uint16)
+    elif linktype in (lt.LINKTYPE_NULL, lt.LINKTYPE_LOOP):  # BSD loopback: a 4-byte address family
+        family = _col(g, 0, ">u4").astype(np.uint32)
+        if linktype == lt.LINKTYPE_NULL:  # in the capturing machine's byte order: little-endian unless
+            little = _col(g, 0, "<u4").astype(np.uint32)  # that has bits in the high half
+            family = np.where(little & np.uint32(0xFFFF0000), family, little)
+        etype = _AF_ETHERTYPES.take(np.minimum(family, np.uint32(255)))
     elif linktype in _RAW_LINKS:  # raw IP, the version from the first nibble
         etype = np.where(_col(g, link) >> 4 == 6, np.uint16(p.ETH_P_IPV6), np.uint16(p.ETH_P_IPV4))
     else:  # LINKTYPE_IPV4 / LINKTYPE_IPV6: the link type names the version (the IP checks must agree)

@@ -129,7 +129,9 @@ def test_every_cut_of_bench_frames(bench_capture: Path) -> None:
 
 # --- the plain path (fast._decode_plain) and its edges ------------------------------------------
 
-ETHERNET, SLL, SLL2, RAW, IPV4, IPV6 = 1, 113, 276, 101, 228, 229
+ETHERNET, SLL, SLL2, RAW, IPV4, IPV6, NULL, LOOP = 1, 113, 276, 101, 228, 229, 0, 108
+# BSD address families: IPv4, IPv6 (NetBSD, FreeBSD, macOS), and ones pktscope does not open
+FAMILIES = {0x0800: (2,), 0x86DD: (24, 28, 30), 0: (7, 0, 255, 256, 258, 0x11E, 0x10002, 0x02000000)}
 
 
 def _ipv4(proto: int, payload: bytes, ihl: int = 5, total: int | None = None, frag: int = 0,
@@ -214,9 +216,13 @@ def _edge_frames() -> list[tuple[int, bytes]]:
                      ((0x88A8, 100), (0x8100, 200))):
             frames.append((ETHERNET, _eth(etype, net, tags)))
         frames.append((SLL, _sll(0x8100, struct.pack("!HH", 10, etype) + net)))
-    for _, net in _network_payloads():
+    for i, (etype, net) in enumerate(_network_payloads()):
         for linktype in (RAW, IPV4, IPV6, 12, 14):
             frames.append((linktype, net))
+        for family in FAMILIES.get(etype, ()) + (FAMILIES[0] if i == 0 else FAMILIES[0][:1]):
+            frames.append((NULL, struct.pack("<I", family) + net))
+            frames.append((NULL, struct.pack(">I", family) + net))  # written by a big-endian host
+            frames.append((LOOP, struct.pack(">I", family) + net))
     return frames
 
 
@@ -244,6 +250,8 @@ def test_plain_frames_stay_on_the_plain_path(monkeypatch: pytest.MonkeyPatch) ->
         RAW: [net for _, net in nets],
         IPV4: [net for et, net in nets if et == 0x0800],
         IPV6: [net for et, net in nets if et == 0x86DD],
+        NULL: [struct.pack(order + "I", family) + net for et, net in nets for family in FAMILIES[et] for order in "<>"],
+        LOOP: [struct.pack(">I", family) + net for et, net in nets for family in FAMILIES[et]],
     }
 
     def no_general(*args: object) -> None:
