@@ -271,7 +271,8 @@ def _decode_plain(batch: Batch, linktype: int, raw: np.ndarray, cols: np.ndarray
     """Decode the plain frames of a Batch of one link type into cols; which rows it did (None: all)."""
     n = len(batch)
     skip, width, et_at, l3 = _PLAIN_LINKS[linktype]
-    g = _windows(raw, batch.offsets + skip if skip else batch.offsets, width)
+    starts = batch.offsets.astype(np.int64, copy=False)
+    g = _windows(raw, starts + skip if skip else starts, width)
     link = l3 - skip  # where the network header starts in g
     avail = batch.caplens.astype(np.int32) - l3  # caplens fit in 31 bits (the largest snaplen is 2**18)
     if et_at is not None:
