@@ -65,60 +65,30 @@ _TUNNEL_KIND[p.IPPROTO_UDP] = 2
 _TUNNEL_PORT = np.zeros(1 << 16, dtype=bool)
 _TUNNEL_PORT[UDP_TUNNEL_PORTS] = True
 
-# link type, EtherType and encapsulation bits of a row, from its `Fields.link` word
-_LINK_CODE = np.uint64(0x00FF_0000_FFFF_FFFF)
+_M16 = np.uint64(0xFFFF)
+_ENCAP_BITS = 5  # the encap bits that have a name (_ENCAP_NAMES)
+assert all(bit < 1 << _ENCAP_BITS for bit, _ in _ENCAP_NAMES)
 
 
-def _counted(values: np.ndarray, packets: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct small non-negative integers (ascending), packets and bytes of each (of groups of
-    `packets` rows of `sizes` bytes): bincounts, no sort."""
+def _counted(values: np.ndarray, sizes: np.ndarray,
+             packets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct small non-negative integers (ascending), packets and bytes of each: bincounts, no sort.
+
+    Per row (`sizes` bytes each), or per group of rows (`packets` rows of `sizes` bytes in all)."""
     values = values.astype(np.intp)
+    if packets is None and len(values) and (values == values[0]).all():  # one value (a link type): no bincount
+        return values[:1], np.array([len(values)]), np.array([int(sizes.sum())])
     seen = np.bincount(values, weights=packets)
-    nbytes = np.bincount(values, weights=sizes)
+    nbytes = np.bincount(values, weights=sizes)  # float64: exact below 2^53 bytes
     uniq = np.flatnonzero(seen)
     return uniq, seen[uniq].astype(np.int64), nbytes[uniq].astype(np.int64)
 
 
-def _distinct(values: np.ndarray, sizes: np.ndarray, rounds: int = 8) -> tuple[list[int], list[int], list[int]]:
-    """Distinct values (ascending), packets and bytes of each. A batch has a handful (link types,
-    EtherTypes): they are peeled off one at a time, the most frequent first as a rule; a sort takes the
-    rest if there are many."""
-    found: dict[int, tuple[int, int]] = {}
-    for _ in range(rounds):
-        if not len(values):
-            break
-        same = values == values[0]
-        count = int(np.count_nonzero(same))
-        if count == len(values):
-            found[int(values[0])] = (count, int(sizes.sum()))
-            values = values[:0]
-            break
-        found[int(values[0])] = (count, int(sizes[same].sum()))
-        rest = ~same
-        values, sizes = values[rest], sizes[rest]
-    if len(values):
-        uniq, inverse = np.unique(values, return_inverse=True)
-        nbytes = np.bincount(inverse, weights=sizes).astype(np.int64)
-        for v, pk, by in zip(uniq.tolist(), np.bincount(inverse).tolist(), nbytes.tolist()):
-            found[v] = (pk, by)
-    keys = sorted(found)
-    return keys, [found[k][0] for k in keys], [found[k][1] for k in keys]
-
-
-def _sum_by(values: list[int], packets: list[int], nbytes: list[int]) -> tuple[list[int], list[int], list[int]]:
-    """Packets and bytes summed per value (ascending)."""
-    sums: dict[int, list[int]] = {}
-    for v, pk, by in zip(values, packets, nbytes):
-        entry = sums.setdefault(v, [0, 0])
-        entry[0] += pk
-        entry[1] += by
-    keys = sorted(sums)
-    return keys, [sums[k][0] for k in keys], [sums[k][1] for k in keys]
-
-
 class _Groups:
     """A batch's IP rows grouped by directed flow tuple (address, port, address, port, IP version,
-    protocol, VLAN), and per group what the analyzers count: they count per group, not per row.
+    protocol, VLAN) and link (link type, EtherType, encapsulation bits), and per group what the analyzers
+    count: they count per group, not per row. A flow's direction is one group as a rule, more when its
+    packets differ in their link headers (a flow key collision too makes groups of one key).
 
     `first`/`last` are the groups' first and last rows (indices into the IP rows), `rep` their first
     rows as Columns (the tuple, shared by the group's rows), `packets`, `bytes` and `flags` (TCP, OR)
@@ -135,6 +105,7 @@ class _Groups:
         self.packets = np.diff(starts, append=n)
         self.bytes = np.add.reduceat(wire[self.order], starts)
         self.flags = np.bitwise_or.reduceat(f.flags()[self.order], starts)
+        self.link = f.link[self.first]
         rep = take_rows(cols, self.first if ip_index is None else ip_index[self.first])
         self.rep = rep
         self.proto = rep["proto"]
@@ -255,6 +226,20 @@ class _Counters:
         return taken
 
 
+def _sum_by(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[list[int], list[int], list[int]]:
+    """`_counted` results (values, packets, bytes) summed per value, values ascending."""
+    if len(parts) == 1:
+        return parts[0][0].tolist(), parts[0][1].tolist(), parts[0][2].tolist()
+    sums: dict[int, list[int]] = {}
+    for values, packets, nbytes in parts:
+        for v, pk, by in zip(values.tolist(), packets.tolist(), nbytes.tolist()):
+            entry = sums.setdefault(v, [0, 0])
+            entry[0] += pk
+            entry[1] += by
+    keys = sorted(sums)
+    return keys, [sums[k][0] for k in keys], [sums[k][1] for k in keys]
+
+
 def _count_into(table: dict, names: list, packets: np.ndarray | list[int], nbytes: np.ndarray | list[int]) -> None:
     if isinstance(packets, np.ndarray):
         packets, nbytes = packets.tolist(), np.asarray(nbytes).tolist()
@@ -326,46 +311,63 @@ class Analysis:
         depth = f.depth()
         ip_rows = (f.ip_version() != 0) & (depth >= DEPTH_NETWORK)
         every_ip = bool(ip_rows.all())
-        ethertypes = self._protocols(f, wire, depth)
         ip_index = None if every_ip else np.flatnonzero(ip_rows)
+        ip_f, ip_wire, ip_depth, ip_frag = f, wire, depth, frag
         if ip_index is not None:
-            f, wire, depth, frag = f.take(ip_index), wire[ip_index], depth[ip_index], frag[ip_index]
-        g = _Groups(cols, ip_index, f, wire) if len(wire) else None
+            ip_f, ip_wire, ip_depth, ip_frag = f.take(ip_index), wire[ip_index], depth[ip_index], frag[ip_index]
+        g = _Groups(cols, ip_index, ip_f, ip_wire) if len(ip_wire) else None
+        ethertypes = self._protocols(f, wire, depth, ip_rows, g)
         if g is not None:
-            uniq, pk, by = _counted(g.proto, g.packets, g.bytes)
+            uniq, pk, by = _counted(g.proto, g.bytes, g.packets)
             _count_into(s.l4, [p.ip_proto_name(v) for v in uniq.tolist()], pk, by)
-        self._conversations(g, (depth >= DEPTH_TRANSPORT) & (frag == FRAG_NONE), completed)
+        self._conversations(g, (ip_depth >= DEPTH_TRANSPORT) & (ip_frag == FRAG_NONE), completed)
         if batch is not None and self._may_tunnel(g, ethertypes):
             self._tunnel_conversations(batch, cols)
         if g is not None:
             self._hosts(g)
             self._ports(g)
-            self.flows.update_groups(cols, ip_index, f.ts, wire, f.flags(), g)
+            self.flows.update_groups(cols, ip_index, ip_f.ts, ip_wire, ip_f.flags(), g)
         self._collect_ended()
 
-    def _protocols(self, f: Fields, wire: np.ndarray, depth: np.ndarray) -> list[int]:
-        """Link types, encapsulations and EtherTypes (of the rows with a link header, returned) of every row."""
+    def _protocols(self, f: Fields, wire: np.ndarray, depth: np.ndarray, ip_rows: np.ndarray,
+                   g: _Groups | None) -> list[int]:
+        """Link types, encapsulations and EtherTypes (of the rows with a link header, returned): of the
+        IP rows per group (they have a link header), of the others per row."""
         s = self.snap
-        codes, pk, by = _distinct(f.link & _LINK_CODE, wire)  # (link type, EtherType, encap): a handful
-        links, link_pk, link_by = _sum_by([c & 0xFFFF for c in codes], pk, by)
-        for link, count in zip(links, link_pk):
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]] = []  # link, bytes, packets, linked
+        if g is not None:
+            parts.append((g.link, g.bytes, g.packets, np.ones(len(g), dtype=bool)))
+        if not ip_rows.all():  # rows without IP
+            rest = ~ip_rows
+            parts.append((f.link[rest], wire[rest], None, depth[rest] >= DEPTH_LINK))
+        links: list[tuple] = []
+        encaps: list[tuple] = []
+        ethertypes: list[tuple] = []
+        for link, nbytes, packets, linked in parts:
+            links.append(_counted(link & _M16, nbytes, packets))
+            encap = (link >> np.uint64(48)) & np.uint64(0xFF)
+            if encap.any():
+                encaps.append(_counted(encap, nbytes, packets))
+            if linked.all():
+                ethertypes.append(_counted((link >> np.uint64(16)) & _M16, nbytes, packets))
+            elif linked.any():
+                ethertypes.append(_counted(((link >> np.uint64(16)) & _M16)[linked], nbytes[linked],
+                                           None if packets is None else packets[linked]))
+        uniq, pk, by = _sum_by(links)
+        for link, count in zip(uniq, pk):
             s.linktypes[link] = s.linktypes.get(link, 0) + count
-        _count_into(s.l2, [linktype_name(v) for v in links], link_pk, link_by)
-        encap = [(c >> 48) & 0xFF for c in codes]
-        if any(encap):  # summed per bit of the combinations of bits
+        _count_into(s.l2, [linktype_name(v) for v in uniq], pk, by)
+        if encaps:  # counted per combination of bits (a handful), then summed per bit
+            combos, pk, by = _sum_by(encaps)
             for bit, name in _ENCAP_NAMES:
-                tagged = [i for i, e in enumerate(encap) if e & bit]
+                tagged = [i for i, c in enumerate(combos) if c & bit]
                 if tagged:
                     _count_into(s.l2, [name], [sum(pk[i] for i in tagged)], [sum(by[i] for i in tagged)])
-        linked = depth >= DEPTH_LINK
-        if linked.all():
-            ethertypes, pk, by = _sum_by([(c >> 16) & 0xFFFF for c in codes], pk, by)
-        elif linked.any():
-            ethertypes, pk, by = _distinct(f.ethertype()[linked], wire[linked])
-        else:
+        if not ethertypes:
             return []
-        _count_into(s.l3, [p.ethertype_name(v) if v else "none" for v in ethertypes], pk, by)
-        return ethertypes
+        uniq, pk, by = _sum_by(ethertypes)
+        _count_into(s.l3, [p.ethertype_name(v) if v else "none" for v in uniq], pk, by)
+        return uniq
 
     def _conversations(self, g: _Groups | None, whole: np.ndarray, completed: np.ndarray) -> None:
         """tshark's conversations: address pairs of IP rows, (address, port) pairs of whole TCP/UDP rows
@@ -461,8 +463,7 @@ class Analysis:
         s = self.snap
         _keys, counts, addrs = self._hosts_tally.take()
         hosts = s.hosts
-        packed = np.ascontiguousarray(addrs).tobytes()
-        found = zip([packed[i : i + 16] for i in range(0, len(packed), 16)], counts.tolist())
+        found = zip(np.ascontiguousarray(addrs).view("V16").ravel().tolist(), counts.tolist())
         if not hosts:
             hosts.update(found)
         for addr, row in found:  # (nothing left after the update)

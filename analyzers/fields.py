@@ -119,22 +119,22 @@ _H = [np.uint64(c) for c in (0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19
 
 
 def tuple_words(f: Fields) -> list[np.ndarray]:
-    """A directed flow tuple per row as five words, the tuple's bits moved in one to one.
+    """A directed flow tuple per row, with the row's link type, EtherType and encapsulation bits, as six
+    words, the bits moved in one to one.
 
     The address words' second halves are regrouped so that an IPv4 pair (the last four bytes of each
     IPv4-mapped address) fills one word: a product spreads a word's bits upwards only, so two 32-bit
     halves multiplied apart and xored would meet in 32 bits and collide at some 10^4 pairs. The other
-    words: the first halves (zero for IPv4), the rest of the second halves (constant for IPv4) and the
-    ports with (IP version, protocol, VLAN).
+    words: the ports and protocol, the link word (link type, EtherType, VLAN, encap, IP version), the
+    first halves (zero for IPv4) and the rest of the second halves (constant for IPv4).
     """
     hi = f.s1 >> _u64(32)
     hi |= f.d1 & ~_M32
     lo = f.s1 & _M32
     lo |= f.d1 << _u64(32)
-    meta = ((f.link >> _u64(32)) & _u64(0xFF00FFFF)) | ((f.pf & np.uint16(0xFF)).astype(np.uint64) << _u64(16))
-    pm = f.ports & _M32
-    pm |= meta << _u64(32)
-    return [hi, pm, f.s0, f.d0, lo]
+    pp = f.ports & _M32
+    pp |= (f.pf & np.uint16(0xFF)).astype(np.uint64) << _u64(32)
+    return [hi, pp, f.link, f.s0, f.d0, lo]
 
 
 def tuple_hash(words: list[np.ndarray]) -> np.ndarray:
