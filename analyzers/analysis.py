@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import heapq
 from collections.abc import Callable
 
 import numpy as np
@@ -250,6 +251,17 @@ def _count_into(table: dict, names: list, packets: np.ndarray | list[int], nbyte
         else:
             entry[0] += pk
             entry[1] += by
+
+
+def _reaches(top: list[Flow], limit: int, nbytes: np.ndarray, packets: np.ndarray, first_ns: np.ndarray) -> np.ndarray:
+    """Which flows rank at or above the `limit`-th of `top` by (bytes, packets, first_ns) or by (packets,
+    bytes, first_ns) (a bool per flow): the others can be in neither of `top_flows(top + them)`'s rankings."""
+    reach = np.zeros(len(nbytes), dtype=bool)
+    for major, minor, rank in ((nbytes, packets, lambda f: (f.bytes, f.packets, f.first_ns)),
+                               (packets, nbytes, lambda f: (f.packets, f.bytes, f.first_ns))):
+        m, k, t = heapq.nlargest(limit, map(rank, top))[-1]
+        reach |= (major > m) | ((major == m) & ((minor > k) | ((minor == k) & (first_ns >= t))))
+    return reach
 
 
 class Analysis:
@@ -501,11 +513,14 @@ class Analysis:
             for f in ended:
                 self.on_flow_end(f)
         limit = s.top_limit
-        if len(states) > 4 * limit:  # many (the end of a capture): rank them with numpy first, make Flows of those
-            keep = np.flatnonzero(top_candidates(*flow_sizes(states), limit))
-            ended = [ended[i] for i in keep.tolist()] if ended is not None else flows_of(states[keep], reasons[keep])
-        elif ended is None:
-            ended = flows_of(states, reasons)
+        nbytes, packets, first_ns = flow_sizes(states)
+        keep = top_candidates(nbytes, packets, first_ns, limit) if len(states) > limit else np.ones(len(states), bool)
+        if len(self._ended) >= limit:  # nor can a flow below the limit-th of the top so far by both rankings
+            keep &= _reaches(self._ended, limit, nbytes, packets, first_ns)
+        keep = np.flatnonzero(keep)
+        if not len(keep):  # nothing new in the top (top_flows of a top_flows result is itself)
+            return
+        ended = [ended[i] for i in keep.tolist()] if ended is not None else flows_of(states[keep], reasons[keep])
         self._ended = top_flows(self._ended + ended, limit)
 
     def finish(self, now_ns: int | None = None) -> Snapshot:
