@@ -91,12 +91,13 @@ class _Groups:
     count: they count per group, not per row. A flow's direction is one group as a rule, more when its
     packets differ in their link headers (a flow key collision too makes groups of one key).
 
-    `first`/`last` are the groups' first and last rows (indices into the IP rows), `rep` their first
-    rows as Columns (the tuple, shared by the group's rows), `packets`, `bytes` and `flags` (TCP, OR)
-    their sums; endpoint keys and flow keys (`key`, `fwd`) as `keys` and `FlowTable` compute them per row.
+    `first`/`last` are the groups' first and last rows (indices into the IP rows); the tuple's fields
+    (`version`, `proto`, `sport`, `dport`, `link` and the addresses' words) are their first rows';
+    `packets`, `bytes` and `flags` (TCP, OR) their sums; endpoint keys and flow keys (`key`, `fwd`) as
+    `keys` and `FlowTable` compute them per row.
     """
 
-    def __init__(self, cols: np.ndarray, ip_index: np.ndarray | None, f: Fields, wire: np.ndarray) -> None:
+    def __init__(self, f: Fields, wire: np.ndarray) -> None:
         n = len(f.ts)
         self.n = n
         self.order, starts = group_rows(tuple_words(f))
@@ -106,17 +107,23 @@ class _Groups:
         self.packets = np.diff(starts, append=n)
         self.bytes = np.add.reduceat(wire[self.order], starts)
         self.flags = np.bitwise_or.reduceat(f.flags()[self.order], starts)
-        self.link = f.link[self.first]
-        rep = take_rows(cols, self.first if ip_index is None else ip_index[self.first])
-        self.rep = rep
-        self.proto = rep["proto"]
-        self.src_host = endpoint_keys(rep["src"])
-        self.dst_host = endpoint_keys(rep["dst"])
-        self.src_end = extend(self.src_host, rep["sport"])
-        self.dst_end = extend(self.dst_host, rep["dport"])
+        first = self.first
+        self.link = link = f.link[first]
+        self.version = link >> np.uint64(56)
+        self.proto = f.pf[first] & np.uint16(0xFF)
+        ports = f.ports[first]
+        self.sport = ports & np.uint64(0xFFFF)
+        self.dport = (ports >> np.uint64(16)) & np.uint64(0xFFFF)
+        self.src_words = f.s0[first], f.s1[first]  # the addresses' bytes as little-endian words
+        self.dst_words = f.d0[first], f.d1[first]
+        # `endpoint_keys` of the addresses: of their bytes as big-endian words
+        self.src_host = combine(*(w.byteswap() for w in self.src_words))
+        self.dst_host = combine(*(w.byteswap() for w in self.dst_words))
+        self.src_end = extend(self.src_host, self.sport)
+        self.dst_end = extend(self.dst_host, self.dport)
         self.fwd = self.src_end <= self.dst_end  # the tuple goes from the flow key's "lo" end to "hi"
-        meta = (rep["ip_version"].astype(np.uint64) << np.uint64(24)) | (
-            self.proto.astype(np.uint64) << np.uint64(16)) | rep["vlan"].astype(np.uint64)
+        meta = (self.version << np.uint64(24)) | (self.proto.astype(np.uint64) << np.uint64(16)) | (
+            (link >> np.uint64(32)) & np.uint64(0xFFFF))
         self.key = combine(np.minimum(self.src_end, self.dst_end), np.maximum(self.src_end, self.dst_end), meta)
 
     def __len__(self) -> int:
@@ -127,6 +134,14 @@ class _Groups:
         if rows.all():
             return np.ones(len(self.starts), dtype=bool)
         return np.logical_or.reduceat(rows[self.order], self.starts)
+
+    def addresses(self, which: np.ndarray) -> np.ndarray:
+        """16-byte addresses (uint8 rows): of group `which` % len(self), its source below len(self), else
+        its destination."""
+        m = len(self.starts)
+        group = np.where(which < m, which, which - m)
+        words = [np.where(which < m, s[group], d[group]) for s, d in zip(self.src_words, self.dst_words)]
+        return np.stack(words, axis=1).astype("<u8").view(np.uint8)
 
     def row_groups(self) -> np.ndarray:
         """The group of each IP row."""
@@ -188,9 +203,9 @@ class _Counters:
         self._labels = np.zeros((1024, self._label_width), dtype=np.uint8)
         self._used = 0
 
-    def add(self, keys: np.ndarray, counts: list[np.ndarray], labels: np.ndarray) -> None:
-        """Add `counts` (one array per counter) under `keys` (unique, ascending); `labels` are kept for
-        keys not seen before."""
+    def add(self, keys: np.ndarray, counts: list[np.ndarray], labels: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Add `counts` (one array per counter) under `keys` (unique, ascending); `labels(new)` are the
+        labels of keys[new], kept for keys not seen before."""
         index = self._index
         pos = np.searchsorted(index, keys)
         if len(index):
@@ -211,7 +226,7 @@ class _Counters:
                 self._counts = grown
                 self._labels = np.concatenate([self._labels, np.zeros((size - len(self._labels), self._label_width),
                                                                       dtype=np.uint8)])
-            self._labels[fresh] = labels[new]
+            self._labels[fresh] = labels(new)
             rows = rows.copy()
             rows[new] = fresh
             self._index = np.insert(index, pos[new], keys[new])
@@ -327,7 +342,7 @@ class Analysis:
         ip_f, ip_wire, ip_depth, ip_frag = f, wire, depth, frag
         if ip_index is not None:
             ip_f, ip_wire, ip_depth, ip_frag = f.take(ip_index), wire[ip_index], depth[ip_index], frag[ip_index]
-        g = _Groups(cols, ip_index, ip_f, ip_wire) if len(ip_wire) else None
+        g = _Groups(ip_f, ip_wire) if len(ip_wire) else None
         ethertypes = self._protocols(f, wire, depth, ip_rows, g)
         if g is not None:
             uniq, pk, by = _counted(g.proto, g.bytes, g.packets)
@@ -388,7 +403,7 @@ class Analysis:
         ends = np.zeros(0, dtype=np.uint64)
         if g is not None:
             hosts = pair_keys(g.src_host, g.dst_host)
-            version = g.rep["ip_version"]
+            version = g.version
             for v, name in ((4, "ipv4"), (6, "ipv6")):
                 keys = hosts[version == v]
                 if len(keys):
@@ -436,7 +451,7 @@ class Analysis:
         if (kind == 1).any():
             return True
         udp = kind == 2
-        return bool((udp & (_TUNNEL_PORT[g.rep["sport"]] | _TUNNEL_PORT[g.rep["dport"]])).any())
+        return bool((udp & (_TUNNEL_PORT[g.sport] | _TUNNEL_PORT[g.dport])).any())
 
     def _tunnel_conversations(self, batch: Batch, cols: np.ndarray) -> None:
         """tshark's conversations of the packets inside tunnels (GRE, VXLAN, IP in IP, ...), by the same rules."""
@@ -457,13 +472,11 @@ class Analysis:
         sent_pk = np.add.reduceat(np.where(sent, pk, 0), starts)
         sent_by = np.add.reduceat(np.where(sent, by, 0), starts)
         counts = [sent_pk, sent_by, np.add.reduceat(pk, starts) - sent_pk, np.add.reduceat(by, starts) - sent_by]
-        first = order[starts]
-        addrs = np.concatenate([g.rep["src"], g.rep["dst"]])
-        self._hosts_tally.add(uniq, counts, addrs[first])
+        self._hosts_tally.add(uniq, counts, lambda new: g.addresses(order[starts[new]]))
 
     def _ports(self, g: _Groups) -> None:
         # the service side of a conversation is taken to be its lower port (well-known < ephemeral)
-        sport, dport = g.rep["sport"], g.rep["dport"]
+        sport, dport = g.sport.astype(np.int64), g.dport.astype(np.int64)
         slot = _PORT_SLOT[g.proto]
         counted = np.flatnonzero((slot < len(_PORT_PROTOS)) & ((sport != 0) | (dport != 0)))
         index = (slot[counted] << 16) | np.minimum(sport[counted], dport[counted])
