@@ -21,7 +21,7 @@ from pktscope.analyzers.flows import (
     top_candidates,
 )
 from pktscope.analyzers.fragments import FragmentTracker
-from pktscope.analyzers.keys import combine, endpoint_keys, extend, groups, pair_keys, unique
+from pktscope.analyzers.keys import combine, endpoint_keys, extend, pair_keys, unique
 from pktscope.analyzers.snapshot import Snapshot, top_flows
 from pktscope.capture.batch import Batch
 from pktscope.capture.linktypes import linktype_name
@@ -184,11 +184,13 @@ class _KeySet:
 
 
 class _Counters:
-    """Rows of int64 counters and a label, keyed by uint64: rows in arrival order, found through a sorted index.
+    """Rows of int64 counters and a label, keyed by uint64 hash keys (well mixed), rows in arrival order.
 
-    A batch's (unique, ascending) keys are looked up with one searchsorted: counts of known keys are added
-    in place, new keys get rows at the end and a place in the index. Nothing is merged later: taking the
-    counters is reading the arrays. Each counter is a contiguous array (counts are added a counter at a time).
+    A row is found through an open-addressing table (linear probing from the key's top bits, at most a
+    quarter full) probed for a whole batch of keys at a time: each round looks every pending key up in
+    its slot, keys finding a free slot claim it (one key wins a slot; the others go on), the rest move
+    to the next slot. There are no deletions (taking the counters starts afresh), so a key's probe
+    sequence always finds it. Each counter is a contiguous array; counts are added with `np.add.at`.
     """
 
     def __init__(self, width: int, label_width: int) -> None:
@@ -197,47 +199,95 @@ class _Counters:
         self._reset()
 
     def _reset(self) -> None:
-        self._index = np.zeros(0, dtype=np.uint64)  # the keys, ascending
-        self._rows = np.zeros(0, dtype=np.int64)  # the row of each
+        self._bits = 12
+        self._slot_keys = np.zeros(1 << self._bits, dtype=np.uint64)
+        self._slot_rows = np.full(1 << self._bits, -1, dtype=np.int64)  # -1: a free slot
+        self._keys = np.zeros(1024, dtype=np.uint64)  # the key of each row
         self._counts = np.zeros((self._width, 1024), dtype=np.int64)  # counter j of row i: [j, i]
         self._labels = np.zeros((1024, self._label_width), dtype=np.uint8)
         self._used = 0
 
-    def add(self, keys: np.ndarray, counts: list[np.ndarray], labels: Callable[[np.ndarray], np.ndarray]) -> None:
-        """Add `counts` (one array per counter) under `keys` (unique, ascending); `labels(new)` are the
-        labels of keys[new], kept for keys not seen before."""
-        index = self._index
-        pos = np.searchsorted(index, keys)
-        if len(index):
-            at = np.minimum(pos, len(index) - 1)
-            rows = self._rows[at]
-            found = index[at] == keys
-        else:
-            rows = pos
-            found = np.zeros(len(keys), dtype=bool)
-        if not found.all():
-            new = np.flatnonzero(~found)
-            fresh = np.arange(self._used, self._used + len(new))
-            self._used += len(new)
-            if self._used > self._counts.shape[1]:
-                size = max(2 * self._counts.shape[1], self._used)
-                grown = np.zeros((self._width, size), dtype=np.int64)
-                grown[:, : self._counts.shape[1]] = self._counts
-                self._counts = grown
-                self._labels = np.concatenate([self._labels, np.zeros((size - len(self._labels), self._label_width),
-                                                                      dtype=np.uint8)])
-            self._labels[fresh] = labels(new)
-            rows = rows.copy()
-            rows[new] = fresh
-            self._index = np.insert(index, pos[new], keys[new])
-            self._rows = np.insert(self._rows, pos[new], fresh)
-        for counter, values in zip(self._counts, counts):
-            counter[rows] += values
+    def rows(self, keys: np.ndarray, labels: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """The row of each key (repeats allowed); keys not seen before get new rows, labelled with
+        `labels(at)` (`at`: an index into `keys` of each new key)."""
+        if 4 * (self._used + len(keys)) > len(self._slot_rows):
+            self._grow(self._used + len(keys))
+        n = len(keys)
+        rows = np.empty(n, dtype=np.int64)
+        new_at: list[np.ndarray] = []
+        pending = np.arange(n)
+        key = keys
+        pos = (keys >> np.uint64(64 - self._bits)).astype(np.intp)
+        mask = len(self._slot_rows) - 1
+        while len(pending):
+            row = self._slot_rows[pos]
+            hit = row >= 0
+            hit &= self._slot_keys[pos] == key
+            free = np.flatnonzero(row < 0)
+            if len(free):  # claim: the last key written to a slot wins it
+                slots = pos[free]
+                self._slot_keys[slots] = key[free]
+                won = free[self._slot_keys[slots] == key[free]]
+                # one new row per slot won (copies of a key win it together): marked by the last copy
+                won_slots = pos[won]
+                mark = -2 - np.arange(len(won))
+                self._slot_rows[won_slots] = mark
+                last = self._slot_rows[won_slots] == mark
+                claimed = won_slots[last]
+                fresh = self._new_rows(len(claimed))
+                self._slot_rows[claimed] = fresh
+                self._keys[fresh] = self._slot_keys[claimed]
+                new_at.append(pending[won[last]])
+                hit[won] = True
+                row = self._slot_rows[pos]
+            rows[pending[hit]] = row[hit]
+            miss = ~hit
+            pending, key, pos = pending[miss], key[miss], (pos[miss] + 1) & mask
+        if new_at:
+            at = np.concatenate(new_at)
+            self._labels[rows[at]] = labels(at)
+        return rows
+
+    def _new_rows(self, count: int) -> np.ndarray:
+        fresh = np.arange(self._used, self._used + count)
+        self._used += count
+        if self._used > len(self._keys):
+            size = max(2 * len(self._keys), self._used)
+            self._keys = np.concatenate([self._keys, np.zeros(size - len(self._keys), dtype=np.uint64)])
+            grown = np.zeros((self._width, size), dtype=np.int64)
+            grown[:, : self._counts.shape[1]] = self._counts
+            self._counts = grown
+            self._labels = np.concatenate([self._labels, np.zeros((size - len(self._labels), self._label_width),
+                                                                  dtype=np.uint8)])
+        return fresh
+
+    def _grow(self, keys: int) -> None:
+        """A table at most a quarter full with `keys` keys: the rows' keys placed again (distinct keys)."""
+        while 4 * keys > (1 << self._bits):
+            self._bits += 1
+        self._slot_keys = np.zeros(1 << self._bits, dtype=np.uint64)
+        self._slot_rows = np.full(1 << self._bits, -1, dtype=np.int64)
+        mask = len(self._slot_rows) - 1
+        pending = np.arange(self._used)
+        pos = (self._keys[: self._used] >> np.uint64(64 - self._bits)).astype(np.intp)
+        while len(pending):
+            free = self._slot_rows[pos] < 0
+            slots = pos[free]
+            self._slot_keys[slots] = self._keys[pending[free]]
+            won = np.zeros(len(pending), dtype=bool)
+            won[free] = self._slot_keys[slots] == self._keys[pending[free]]
+            self._slot_rows[pos[won]] = pending[won]
+            pending, pos = pending[~won], (pos[~won] + 1) & mask
+
+    def add(self, counter: int, rows: np.ndarray, values: np.ndarray) -> None:
+        """Add `values` to a counter of `rows` (repeats allowed)."""
+        np.add.at(self._counts[counter], rows, values)
 
     def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Keys (ascending), their counters (a row of counters per key) and labels since the last take;
         then start afresh."""
-        taken = self._index, self._counts[:, self._rows].T, self._labels[self._rows]
+        order = np.argsort(self._keys[: self._used])
+        taken = self._keys[order], self._counts[:, order].T, self._labels[order]
         self._reset()
         return taken
 
@@ -465,14 +515,12 @@ class Analysis:
     def _hosts(self, g: _Groups) -> None:
         """Sent and received packets and bytes per address: a group's tuple sends from one, to the other."""
         m = len(g)
-        order, starts, uniq = groups(np.concatenate([g.src_host, g.dst_host]))
-        sent = order < m
-        group = np.where(sent, order, order - m)
-        pk, by = g.packets[group], g.bytes[group]
-        sent_pk = np.add.reduceat(np.where(sent, pk, 0), starts)
-        sent_by = np.add.reduceat(np.where(sent, by, 0), starts)
-        counts = [sent_pk, sent_by, np.add.reduceat(pk, starts) - sent_pk, np.add.reduceat(by, starts) - sent_by]
-        self._hosts_tally.add(uniq, counts, lambda new: g.addresses(order[starts[new]]))
+        tally = self._hosts_tally
+        rows = tally.rows(np.concatenate([g.src_host, g.dst_host]), g.addresses)
+        tally.add(0, rows[:m], g.packets)
+        tally.add(1, rows[:m], g.bytes)
+        tally.add(2, rows[m:], g.packets)
+        tally.add(3, rows[m:], g.bytes)
 
     def _ports(self, g: _Groups) -> None:
         # the service side of a conversation is taken to be its lower port (well-known < ephemeral)
