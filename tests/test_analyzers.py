@@ -478,3 +478,186 @@ def test_grouping_order_is_a_stable_argsort_even_when_keys_share_their_high_bits
     order = _grouping_order(clash)
     assert order is None or (order == np.argsort(clash, kind="stable")).all()
     assert _grouping_order(np.array([4, 4, 5, 5], dtype=np.uint64)).tolist() == [0, 1, 2, 3]
+
+
+# --- counting per group of rows against counting row by row ---------------------------------------
+
+def arp(i: int) -> bytes:
+    """An Ethernet ARP request (no IP: counted in the link and network layers only)."""
+    return bytes.fromhex("ffffffffffff020000000001") + b"\x08\x06" + bytes(28) + bytes([i % 256])
+
+
+def varied_traffic(seed: int, n: int, flows: int, monotone: bool) -> list[Packet]:
+    """`random_traffic` with some packets VLAN-tagged (a flow's direction in two link headers), some
+    IPv6-free ARP frames, and the clock running forward only if `monotone`."""
+    import random
+
+    rng = random.Random(seed)
+    packets = []
+    for t, frame in random_traffic(seed, n, flows):
+        if rng.random() < 0.05:
+            packets.append((t, arp(rng.randrange(1000))))
+        if rng.random() < 0.1 and frame[12:14] == b"\x08\x00":  # the same packet behind an 802.1Q tag
+            frame = frame[:12] + struct.pack("!HH", 0x8100, 7) + frame[12:]
+        packets.append((t, frame))
+    return sorted(packets, key=lambda p: p[0]) if monotone else packets
+
+
+def row_by_row(packets: list[Packet], batch_size: int, idle: float, active: float, max_flows: int) -> tuple:
+    """What Analysis counts, counted row by row in dicts, and the flows FlowTable.update (the row-by-row
+    path) ends, in order."""
+    from pktscope.capture.linktypes import linktype_name
+    from pktscope.decoders import protocols as p
+
+    table = FlowTable(idle, active, max_flows)
+    hosts: dict[bytes, list[int]] = {}
+    ports: dict[tuple[int, int], list[int]] = {}
+    layers: dict[str, dict[str, list[int]]] = {"l2": {}, "l3": {}, "l4": {}}
+    convs: dict[str, set] = {"ipv4": set(), "ipv6": set(), "tcp": set(), "udp": set()}
+
+    def count(layer: str, name: str, size: int) -> None:
+        entry = layers[layer].setdefault(name, [0, 0])
+        entry[0] += 1
+        entry[1] += size
+
+    for i in range(0, len(packets), batch_size):
+        cols = decode_batch(batch(packets[i : i + batch_size]))
+        for row in cols:
+            size = int(row["wire_len"])
+            count("l2", linktype_name(int(row["linktype"])), size)
+            if row["encap"] & 1:
+                count("l2", "802.1Q", size)
+            count("l3", p.ethertype_name(int(row["ethertype"])), size)
+            if row["ip_version"] == 0:
+                continue
+            count("l4", p.ip_proto_name(int(row["proto"])), size)
+            src, dst = row["src"].tobytes(), row["dst"].tobytes()
+            for addr, side in ((src, 0), (dst, 2)):
+                entry = hosts.setdefault(addr, [0, 0, 0, 0])
+                entry[side] += 1
+                entry[side + 1] += size
+            sport, dport, proto = int(row["sport"]), int(row["dport"]), int(row["proto"])
+            entry = ports.setdefault((proto, min(sport, dport)), [0, 0])
+            entry[0] += 1
+            entry[1] += size
+            convs["ipv4" if row["ip_version"] == 4 else "ipv6"].add(frozenset((src, dst)))
+            convs["tcp" if proto == TCP else "udp"].add(frozenset(((src, sport), (dst, dport))))
+        table.update(cols)
+    table.flush()
+    return hosts, ports, layers, {name: len(keys) for name, keys in convs.items()}, table.drain()
+
+
+@pytest.mark.parametrize(("seed", "monotone", "idle", "active", "max_flows", "batch_size"), [
+    (11, True, 1000.0, 4.0, 1_000_000, 400),  # time forward within the idle timeout: flows from groups, active cuts
+    (12, True, 1000.0, 1800.0, 1_000_000, 1500),
+    (13, True, 2.0, 6.0, 1_000_000, 300),  # batches longer than the idle timeout: rows sorted per batch
+    (14, False, 3.0, 10.0, 1_000_000, 250),  # the clock going back
+    (15, True, 1000.0, 5.0, 7, 200),  # evictions
+    (16, False, 1.0, 4.0, 12, 64),
+])
+def test_counting_per_group_equals_counting_row_by_row(seed: int, monotone: bool, idle: float, active: float,
+                                                       max_flows: int, batch_size: int) -> None:
+    packets = varied_traffic(seed, 1500, 60, monotone)
+    hosts, ports, layers, convs, flows = row_by_row(packets, batch_size, idle, active, max_flows)
+    ended: list[Flow] = []
+    analysis = Analysis(idle, active, max_flows, top=5, on_flow_end=ended.append)
+    for i in range(0, len(packets), batch_size):
+        analysis.feed(decode_batch(batch(packets[i : i + batch_size])))
+    snap = analysis.finish()
+    assert snap.hosts == hosts
+    assert snap.ports == ports
+    assert {"l2": snap.l2, "l3": snap.l3, "l4": snap.l4} == layers
+    assert snap.conversations() == convs
+    assert [table_tuple(f) for f in ended] == [table_tuple(f) for f in flows]
+    assert [table_tuple(f) for f in snap.top_flows] == [table_tuple(f) for f in top_flows(flows, 5)]
+    if max_flows < 100:
+        assert snap.flow_evictions > 0
+
+
+def test_grouping_is_exact_when_the_hash_collides(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pktscope.analyzers import fields
+
+    packets = varied_traffic(21, 800, 40, True)
+
+    def run() -> tuple[dict, list]:
+        ended: list[Flow] = []
+        analysis = Analysis(on_flow_end=ended.append, top=1000)
+        for i in range(0, len(packets), 300):
+            analysis.feed(decode_batch(batch(packets[i : i + 300])))
+        return snapshot_view(analysis.finish()), [table_tuple(f) for f in ended]
+
+    expected = run()
+    # a hash of a few values: groups of many tuples, split by the word-by-word check
+    monkeypatch.setattr(fields, "tuple_hash", lambda words: (words[0] & np.uint64(3)) << np.uint64(62))
+    assert run() == expected
+    words = fields.tuple_words(fields.Fields(decode_batch(batch(packets))))
+    order, starts = fields.group_rows(words)
+    assert (order == np.lexsort(words[::-1])).all()
+    tuples = [tuple(int(w[i]) for w in words) for i in order.tolist()]
+    assert starts.tolist() == [i for i in range(len(tuples)) if i == 0 or tuples[i] != tuples[i - 1]]
+
+
+def test_fields_hold_the_rows_fields() -> None:
+    from pktscope.analyzers.fields import Fields
+
+    packets = varied_traffic(22, 5000, 50, False) + [(0.5, f) for f in fragments("10.5.0.1", "10.5.0.2", 3)]
+    cols = decode_batch(batch(packets))
+    f = Fields(cols)  # 5000+ rows: more than one block
+    u = np.uint64
+    assert (f.ts == cols["ts_ns"]).all() and (f.wire() == cols["wire_len"]).all()
+    assert f.cap_sum() == int(cols["cap_len"].sum())
+    assert ((f.link & u(0xFFFF)) == cols["linktype"]).all() and (f.ethertype() == cols["ethertype"]).all()
+    assert (((f.link >> u(32)) & u(0xFFFF)) == cols["vlan"]).all() and (f.ip_version() == cols["ip_version"]).all()
+    assert (((f.link >> u(48)) & u(0xFF)) == cols["encap"]).all()
+    assert ((f.pf & 0xFF) == cols["proto"]).all() and (f.flags() == cols["tcp_flags"]).all()
+    assert (np.stack([f.s0, f.s1], 1).astype("<u8").view(np.uint8) == cols["src"]).all()
+    assert (np.stack([f.d0, f.d1], 1).astype("<u8").view(np.uint8) == cols["dst"]).all()
+    assert ((f.ports & u(0xFFFF)) == cols["sport"]).all() and (((f.ports >> u(16)) & u(0xFFFF)) == cols["dport"]).all()
+    assert (f.frag() == cols["frag"]).all() and (f.depth() == cols["depth"]).all()
+    assert (f.status() == cols["status"]).all()
+
+
+def test_a_strided_batch_counts_as_a_contiguous_one() -> None:
+    packets = mixture()
+    cols = decode_batch(batch(packets))
+    whole = Analysis(top=1000)
+    whole.feed(cols.copy())
+    strided = Analysis(top=1000)
+    strided.feed(cols[::2])
+    strided.feed(cols[1::2])
+    assert snapshot_view(strided.finish())["hosts"] == snapshot_view(whole.finish())["hosts"]
+    assert strided.snap.packets == whole.snap.packets and strided.snap.conv_keys == whole.snap.conv_keys
+
+
+def test_counters_table_finds_every_key_across_growth() -> None:
+    from pktscope.analyzers.analysis import _Counters
+
+    rng = np.random.default_rng(5)
+    pool = rng.integers(0, 2**64 - 1, 30000, dtype=np.uint64, endpoint=True)
+    pool[:8] = pool[0] | np.arange(8, dtype=np.uint64)  # same top bits: the same first slot
+    tally, model = _Counters(2, 8), {}
+    for size in (10, 3000, 1, 20000, 50000):
+        keys = pool[rng.integers(0, len(pool), size)]
+        values = rng.integers(0, 100, size)
+        rows = tally.rows(keys, lambda at, keys=keys: keys[at].view(np.uint8).reshape(-1, 8))
+        tally.add(0, rows, values)
+        tally.add(1, rows, 1)
+        for k, v in zip(keys.tolist(), values.tolist()):
+            entry = model.setdefault(k, [0, 0])
+            entry[0] += v
+            entry[1] += 1
+    keys, counts, labels = tally.take()
+    assert keys.tolist() == sorted(model)
+    assert counts.tolist() == [model[k] for k in sorted(model)]
+    assert (labels == keys[:, None].view(np.uint8).reshape(-1, 8)).all()
+
+
+def test_stable_order_is_a_stable_argsort() -> None:
+    from pktscope.analyzers.keys import stable_order
+
+    rng = np.random.default_rng(8)
+    for values in (rng.integers(-5, 5, 1000), rng.integers(-(2**62), 2**62, 1000),
+                   T0 + rng.integers(0, 50, 3000) * NS, np.array([np.iinfo(np.int64).min, 0, np.iinfo(np.int64).max]),
+                   rng.integers(0, 2**64 - 1, 40, dtype=np.uint64, endpoint=True)[rng.integers(0, 40, 2000)],
+                   np.zeros(0, dtype=np.int64), np.array([3])):
+        assert (stable_order(values) == np.argsort(values, kind="stable")).all()
