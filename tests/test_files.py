@@ -895,3 +895,28 @@ def test_fast_walk_equals_plain_loop_on_a_bench_capture(bench_capture: Path) -> 
     # the shipped thresholds at the default chunk size prove nearly every record with numpy
     _, state, proven = walk_read(bench_capture, CHUNK_SIZE, DEFAULT_BATCH_FRAMES, True, "shipped")
     assert state[4] == 50000 and proven >= 49_000
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize(
+    ("magic", "version"),
+    [
+        (0xA1B2C3D4, (2, 4)),
+        (0xA1B23C4D, (2, 4)),
+        (0xA1B2C3D4, (2, 2)),
+        (0xA1B2C3D4, (543, 0)),
+        (0xA1B2CD34, (2, 4)),
+    ],
+)
+def test_fast_walk_proves_well_formed_files_of_every_kind(
+    tmp_path: Path, order: str, magic: int, version: tuple[int, int]
+) -> None:
+    """Not a correctness test (the plain loop could do it all): the fast walk must not quietly give up
+    on a byte order, resolution or header layout, with the thresholds as shipped."""
+    rng = np.random.default_rng(7)
+    recs = traffic(rng, 20_000, T0)
+    path = tmp_path / "x.pcap"
+    path.write_bytes(raw_pcap(recs, order=order, magic=magic, version=version))
+    assert not walk_differences(path, WALK_CONFIGS[:2])[0]
+    _, state, proven = walk_read(path, CHUNK_SIZE, DEFAULT_BATCH_FRAMES, True, "shipped")
+    assert state[4] == 20_000 and proven >= 19_000
