@@ -740,8 +740,18 @@ class FlowTable:
         lru = self._lru
         if not len(lru):
             return
-        busy = self._slots["last_ns"][lru] >= self.now_ns - self.idle_ns
-        stop = int(np.argmax(busy)) if busy.any() else len(lru)
+        # the idle flows are a prefix of `live` (up to the first flow that is not): looked for in
+        # prefixes of growing length, as a rule the first flow alone
+        since = self.now_ns - self.idle_ns
+        last_ns = self._slots["last_ns"]
+        stop, size = 0, 1
+        while stop < len(lru):
+            busy = last_ns[lru[stop : stop + size]] >= since
+            if busy.any():
+                stop += int(np.argmax(busy))
+                break
+            stop += len(busy)
+            size *= 4
         if stop:
             done = lru[:stop]
             self._end(_take(self._slots, done), np.full(len(done), _IDLE, dtype=np.int64))
