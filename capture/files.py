@@ -238,18 +238,11 @@ class CaptureReader:
                 else:
                     self.bytes_read = base
                 return
+            # the records up to the first that is not whole in buf or has a caplen over the limit (pos)
             st, pos = self._walk_pcap(buf, end, limit)
             corrupt = 0
-            if st.shape[0]:
-                raw = np.frombuffer(buf, dtype=np.uint8)
-                caps = np.lib.stride_tricks.sliding_window_view(raw, 4)[st + cap_field].view(self._order + "u4")
-                over = np.flatnonzero(caps[:, 0] > limit)
-                if over.shape[0]:
-                    corrupt = int(caps[over[0], 0])
-                    pos = int(st[over[0]])
-                    st = st[: over[0]]
             cap = 0
-            if not corrupt and pos + hlen <= end:
+            if pos + hlen <= end:
                 cap = cap_at(buf, pos + cap_field)[0]
                 if cap > limit:
                     corrupt = cap
@@ -266,13 +259,13 @@ class CaptureReader:
 
     # The record walk. A record's start is only known from the one before it (start + header + caplen),
     # so the plain walk is a Python loop. The fast walk proves the same chain with numpy: it takes as
-    # candidates every offset whose ts_sec high half is near that of the record it starts from (true
-    # records almost all are; a few payload offsets are too), links each candidate to the candidate its
-    # caplen leads to, and follows the links from that record by pointer doubling. Every record on that
-    # path is a true record by induction (its start came from the previous one's caplen, exactly as the
-    # loop computes it), so the heuristic decides only how far the proof reaches, never what it says;
-    # where the path stops short, the walk goes on from there, and the plain loop takes over wherever
-    # the fast walk keeps proving little.
+    # candidates every offset whose ts_sec high half equals that of the record it starts from (true
+    # records almost all do, it changes every 18 hours; a few payload offsets do too), links each
+    # candidate to the candidate its caplen leads to, and follows the links from that record by pointer
+    # doubling. Every record on that path is a true record by induction (its start came from the
+    # previous one's caplen, exactly as the loop computes it), so the heuristic decides only how far the
+    # proof reaches, never what it says; where the path stops short, the walk goes on from there, and
+    # the plain loop takes over wherever the fast walk keeps proving little.
 
     _fast_walk = True  # False: walk every chunk with the plain loop (the reference the tests compare with)
     FAST_WALK_MIN_BYTES = 1 << 16  # less than this left in a chunk: the plain loop is as quick
@@ -283,12 +276,10 @@ class CaptureReader:
         """The records of ``buf[:end]`` chained from offset 0, and where the chain stops.
 
         Returns the record starts (int64) and the start of the first record whose header or data is
-        not all in the buffer, as the plain loop finds them; the walk may also stop early at a record
-        whose caplen exceeds ``limit`` (everything from there on is discarded by the caller anyway).
+        not all in the buffer or whose caplen exceeds ``limit``, as the plain loop finds them.
         """
         if not self._fast_walk or end < self.FAST_WALK_MIN_BYTES:
-            starts, pos = self._walk_pcap_slow(buf, 0, end)
-            return np.frombuffer(starts, dtype=np.int64) - self._cap_field, pos
+            return self._walk_pcap_slow(buf, 0, end, limit)
         hlen = self._record_header_len
         cap_field = self._cap_field
         cap_at = struct.Struct(self._order + "I").unpack_from
@@ -305,8 +296,8 @@ class CaptureReader:
             if cap > limit or pos + hlen + cap > end:
                 break  # the record at pos ends the walk (the caller tells which way)
             if poor >= self.FAST_WALK_POOR_STEPS or end - pos < self.FAST_WALK_MIN_BYTES:
-                starts, pos = self._walk_pcap_slow(buf, pos, end)
-                parts.append(np.frombuffer(starts, dtype=np.int64) - cap_field)
+                starts, pos = self._walk_pcap_slow(buf, pos, end, limit)
+                parts.append(starts)
                 break
             stop = min(end, pos + window)
             proven, nxt = self._walk_pcap_fast(halves, u4, pos, stop, end, limit)
@@ -321,9 +312,9 @@ class CaptureReader:
             return np.zeros(0, dtype=np.int64), pos
         return (parts[0] if len(parts) == 1 else np.concatenate(parts)), pos
 
-    def _walk_pcap_slow(self, buf: bytes | bytearray, pos: int, end: int) -> tuple[array, int]:
-        """The plain walk from the record at ``pos``: the caplen-field offsets of the records that end
-        by ``end`` (their start + the caplen field's offset), and the start of the first that does not."""
+    def _walk_pcap_slow(self, buf: bytes | bytearray, pos: int, end: int, limit: int) -> tuple[np.ndarray, int]:
+        """The plain walk from the record at ``pos``: the starts of the records that end by ``end``
+        up to the first with a caplen over ``limit``, and the start of the record after them."""
         hlen = self._record_header_len
         cap_field = self._cap_field
         cap_at = struct.Struct(self._order + "I").unpack_from
@@ -332,7 +323,7 @@ class CaptureReader:
         # the hot loop: one unpack per record, no per-packet objects, no bounds test. `at` is the
         # caplen field of the record at `at - cap_field`; an unpack past the buffer's end raises,
         # a record running past `end` ends the walk, and caplens over the limit are found afterwards
-        # (records walked after one are discarded).
+        # with numpy (records walked after one are discarded).
         at = pos + cap_field
         past = end + cap_field  # `at` of a record starting at `end`
         try:
@@ -344,7 +335,13 @@ class CaptureReader:
                 at = nxt
         except struct.error:
             pass
-        return starts, at - cap_field
+        st = np.frombuffer(starts, dtype=np.int64) - cap_field
+        if st.shape[0]:
+            u4 = np.ndarray((len(buf) - 3,), self._order + "u4", buffer=buf, strides=(1,))
+            over = np.flatnonzero(u4[st + cap_field] > limit)
+            if over.shape[0]:
+                return st[: over[0]], int(st[over[0]])
+        return st, at - cap_field
 
     def _walk_pcap_fast(
         self, halves: tuple[np.ndarray, np.ndarray], u4: np.ndarray, pos: int, stop: int, end: int, limit: int
