@@ -582,7 +582,9 @@ class FlowTable:
         # slots of live flows that ended (replaced by a new flow of their key, or evicted) are free again
         retired = np.concatenate([slot0[gone_old], victims])
         ended_cont = np.flatnonzero(cont & ~ends_old_active)
-        ended_cont = ended_cont[~np.isin(ended_cont, head_of[reused])]
+        lives_on = np.zeros(m, dtype=bool)  # (np.isin, without its sort)
+        lives_on[head_of[reused]] = True
+        ended_cont = ended_cont[~lives_on[ended_cont]]
         retired = np.concatenate([retired, slot0[ended_cont]])
         self._free = np.concatenate([self._free, retired])
         fresh_final = np.flatnonzero(~reused)
