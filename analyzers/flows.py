@@ -595,14 +595,16 @@ class FlowTable:
         touched[victims] = True
         lru = self._lru
         self._lru = np.concatenate([lru[~touched[lru]], final_slot])
-        # the key index: evicted keys leave, the run's keys point at their final slots
+        # the key index: evicted keys leave, the run's keys point at their final slots (those that
+        # continue a live flow in its slot are there already)
         if whole:  # the run's keys in key order: the index lookups stay in the cache
             final_at = np.full(m, -1, dtype=np.int64)
             final_at[finals] = np.arange(len(finals))
             in_key_order = final_at[by_key[is_last[by_key]]]
+            in_key_order = in_key_order[~reused[in_key_order]]
             self._reindex(victim_keys, key[finals][in_key_order], final_slot[in_key_order])
         else:
-            self._reindex(victim_keys, key[finals], final_slot)
+            self._reindex(victim_keys, key[finals][~reused], final_slot[~reused])
         return m
 
     def _victims(self, found_slots: np.ndarray, found_at: np.ndarray, evict_at: np.ndarray) -> np.ndarray | int:
