@@ -1,8 +1,9 @@
 """Capture file readers: pcap and pcapng files streamed as Batches in bounded memory.
 
 The file is read in chunks (CHUNK_SIZE, a fresh buffer each time so that earlier Batches stay valid);
-a record that straddles a chunk boundary is carried into the next chunk. The Python loop only walks
-record lengths; the header fields of a whole batch are then gathered at once with numpy.
+a record that straddles a chunk boundary is carried into the next chunk. Only the chain of record
+lengths is walked record by record (pcap: with numpy where the chain can be proven, else a Python loop;
+pcapng: a Python loop); the header fields of a whole batch are then gathered at once with numpy.
 
 Formats: pcap as in draft-ietf-opsawg-pcap and libpcap's sf-pcap.c; pcapng as in
 draft-ietf-opsawg-pcapng (the section numbers below are that draft's) and libpcap's sf-pcapng.c.
@@ -269,8 +270,8 @@ class CaptureReader:
 
     _fast_walk = True  # False: walk every chunk with the plain loop (the reference the tests compare with)
     FAST_WALK_MIN_BYTES = 1 << 16  # less than this left in a chunk: the plain loop is as quick
-    FAST_WALK_FIRST_WINDOW = 1 << 20  # bytes a chunk's first fast step looks at; doubled after good ones
-    FAST_WALK_POOR_STEPS = 3  # after this many steps proving under half their window: the plain loop
+    FAST_WALK_FIRST_WINDOW = 1 << 18  # bytes a chunk's first fast step looks at; doubled after good ones
+    FAST_WALK_POOR_STEPS = 2  # after this many steps proving under half their window: the plain loop
 
     def _walk_pcap(self, buf: bytes | bytearray, end: int, limit: int) -> tuple[np.ndarray, int]:
         """The records of ``buf[:end]`` chained from offset 0, and where the chain stops.
