@@ -168,9 +168,11 @@ def group_rows(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     np.not_equal(hs[1:], hs[:-1], out=change[1:])
     # the check: within a group, each row's words equal the row's before it
     diff = np.zeros(max(n - 1, 0), dtype=np.uint64)
+    step = np.empty_like(diff)
     for word in words:
         ws = word[order]
-        diff |= ws[1:] ^ ws[:-1]
+        np.bitwise_xor(ws[1:], ws[:-1], out=step)
+        diff |= step
     if diff[~change[1:]].any():  # a hash collision: group by the words themselves
         order = np.lexsort(words[::-1])
         change[1:] = False
