@@ -313,7 +313,9 @@ class CaptureReader:
             return np.zeros(0, dtype=np.int64), pos
         return (parts[0] if len(parts) == 1 else np.concatenate(parts)), pos
 
-    def _walk_pcap_slow(self, buf: bytes | bytearray, pos: int, end: int, limit: int) -> tuple[np.ndarray, int]:
+    def _walk_pcap_slow(
+        self, buf: bytes | bytearray, pos: int, end: int, limit: int
+    ) -> tuple[np.ndarray, int]:
         """The plain walk from the record at ``pos``: the starts of the records that end by ``end``
         up to the first with a caplen over ``limit``, and the start of the record after them."""
         hlen = self._record_header_len
@@ -385,42 +387,7 @@ class CaptureReader:
         valid = (cap <= limit) & (succ <= end)
         if not m or cand[0] != pos or not valid[0]:  # cannot happen for a record the caller checked
             return none, pos
-        # Candidate u leads to u + 1 where its record ends at the next candidate's start (both records
-        # acceptable). The others ("breaks") lead wherever their record ends, if that is a candidate.
-        step = np.zeros(m, dtype=bool)
-        step[:-1] = (succ[:-1] == cand[1:]) & valid[:-1] & valid[1:]
-        brk = np.flatnonzero(~step)  # includes m - 1
-        nb = brk.shape[0]
-        to = succ[brk]
-        target = np.searchsorted(cand, to)
-        near = np.minimum(target, m - 1)
-        ok = valid[brk] & (target < m) & (cand[near] == to) & valid[near]
-        # break b leads through target[b] and the steps after it to the next break: link[b]
-        link = np.full(nb + 1, nb, dtype=np.intp)
-        link[:nb][ok] = np.searchsorted(brk, target[ok])
-        # Pointer doubling from break 0 (the first on the way from candidate 0): jumps[k][b] is 2**k
-        # breaks on from b, nb past the end; the path meets nb within 2**K breaks.
-        jumps = [link]
-        while jumps[-1][0] != nb:
-            jumps.append(jumps[-1][jumps[-1]])
-        path = np.zeros(1, dtype=np.intp)
-        for jump in reversed(jumps[:-1]):
-            path = np.stack([path, jump[path]], axis=1).ravel()  # the breaks 0 .. 2**K - 1 on, in order
-        path = path[: int(np.count_nonzero(path < nb))]
-        # the records proven: each break on the path and the steps leading to it
-        ends = brk[path]
-        begins = np.empty_like(ends)
-        begins[0] = 0
-        begins[1:] = target[path[:-1]]
-        after = int(succ[ends[-1]])
-        if ends.shape[0] == 1:
-            return cand[: ends[0] + 1], after
-        if ends.shape[0] <= 64:
-            return np.concatenate([cand[b : e + 1] for b, e in zip(begins.tolist(), ends.tolist())]), after
-        mark = np.zeros(m + 1, dtype=np.int32)
-        mark[begins] = 1
-        mark[ends + 1] -= 1
-        return cand[np.cumsum(mark[:m]) > 0], after
+        return _prove_chain(cand, succ, valid)
 
     def _pcap_batch(self, buf: bytes | bytearray, st: np.ndarray) -> Batch:
         raw = np.frombuffer(buf, dtype=np.uint8)
@@ -483,17 +450,45 @@ class CaptureReader:
             remaining = batch_frames
             problem = None
             need = 12
+            # runs of packet blocks are proven with numpy from fast_from on (see _walk_pcap for the
+            # thresholds; _walk_blocks_fast for the proof)
+            fast_from = 0 if self._fast_walk else end
+            window = self.FAST_WALK_FIRST_WINDOW
+            poor = 0
+            raw = np.frombuffer(buf, dtype=np.uint8, count=end)
             while pos + 12 <= end:
                 btype, blen = head_at(buf, pos)
                 if btype == kind and kind_min <= blen <= MAX_BLOCK_LEN and not blen & 3:
                     # the hot path: another packet block like the previous one
-                    nxt = pos + blen
-                    if nxt > end:
-                        need = blen
-                        break
-                    push(pos)
-                    pos = nxt
-                    remaining -= 1
+                    if pos >= fast_from and (
+                        poor >= self.FAST_WALK_POOR_STEPS or end - pos < self.FAST_WALK_MIN_BYTES
+                    ):
+                        fast_from = end
+                    if pos < fast_from:
+                        nxt = pos + blen
+                        if nxt > end:
+                            need = blen
+                            break
+                        push(pos)
+                        pos = nxt
+                        remaining -= 1
+                    else:
+                        stop = min(end, pos + window)
+                        run, nxt = self._walk_blocks_fast(raw, pos, stop, end, kind, kind_min, order)
+                        if (nxt - pos) * 2 < stop - pos:
+                            poor += 1
+                            window = self.FAST_WALK_FIRST_WINDOW
+                        else:
+                            window *= 2
+                        if not run.shape[0]:
+                            fast_from = pos + 1  # this block by the plain path
+                            continue
+                        if run.shape[0] > remaining:
+                            nxt = int(run[remaining])
+                            run = run[:remaining]
+                        starts.frombytes(run.tobytes())
+                        remaining -= run.shape[0]
+                        pos = nxt
                     if not remaining:
                         problem = yield from self._flush(buf, starts, kind, order, base + pos)
                         starts = array("q")
@@ -549,6 +544,36 @@ class CaptureReader:
             if problem is not None:
                 self._stop(base + problem[0], problem[1])
                 return
+
+    def _walk_blocks_fast(
+        self, raw: np.ndarray, pos: int, stop: int, end: int, kind: int, kind_min: int, order: str
+    ) -> tuple[np.ndarray, int]:
+        """Packet blocks of type ``kind`` chained from the one at ``pos`` (which the hot path accepts)
+        that start before ``stop``, as far as numpy can prove the chain; and the offset after the last.
+
+        Every block returned passes the hot path's test (its type, a length of at least ``kind_min``,
+        at most MAX_BLOCK_LEN, a multiple of 4, ending by ``end``), so the loop would have taken the
+        same ones. Candidates are the 32-bit words equal to ``kind`` at pos's alignment (block lengths
+        are multiples of 4); each links to the block its total length leads to (section 3.1).
+        """
+        none = np.zeros(0, dtype=np.int64)
+        a = pos & 3
+        words = raw[a : a + ((end - a) & ~3)].view(order + "u4")  # word i at offset a + 4 * i
+        i0 = (pos - a) >> 2
+        i1 = min((stop - a + 3) >> 2, words.shape[0] - 1)  # candidates i0 <= i < i1 (length word i + 1)
+        if i1 <= i0:
+            return none, pos
+        i = np.flatnonzero(words[i0:i1] == kind)
+        if i.shape[0] > (i1 - i0) // 4 + 64:  # more than blocks could be: payload full of the value
+            return none, pos
+        i += i0
+        blen = words[i + 1].astype(np.int64)
+        cand = i * 4 + a
+        succ = cand + blen
+        valid = (blen >= kind_min) & (blen <= MAX_BLOCK_LEN) & ((blen & 3) == 0) & (succ <= end)
+        if not cand.shape[0] or cand[0] != pos or not valid[0]:  # cannot happen for a block the loop took
+            return none, pos
+        return _prove_chain(cand, succ, valid)
 
     def _flush(
         self, buf: bytes | bytearray, starts: array, kind: int, order: str, consumed: int
@@ -664,6 +689,52 @@ class CaptureReader:
             ),
             problem,
         )
+
+
+def _prove_chain(cand: np.ndarray, succ: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, int]:
+    """The chain of candidates from candidate 0: 0, then the candidate at succ[0], and so on while the
+    candidate is valid; returns their offsets and the succ of the last (where the chain leaves them).
+
+    ``cand``: candidate offsets, sorted, cand[0] valid; ``succ``: where each one's record or block ends;
+    ``valid``: whether the walk accepts it. Pointer doubling over the "breaks", so numpy work only.
+    """
+    m = cand.shape[0]
+    # Candidate u leads to u + 1 where its record ends at the next candidate's start (both records
+    # acceptable). The others ("breaks") lead wherever their record ends, if that is a candidate.
+    step = np.zeros(m, dtype=bool)
+    step[:-1] = (succ[:-1] == cand[1:]) & valid[:-1] & valid[1:]
+    brk = np.flatnonzero(~step)  # includes m - 1
+    nb = brk.shape[0]
+    to = succ[brk]
+    target = np.searchsorted(cand, to)
+    near = np.minimum(target, m - 1)
+    ok = valid[brk] & (target < m) & (cand[near] == to) & valid[near]
+    # break b leads through target[b] and the steps after it to the next break: link[b]
+    link = np.full(nb + 1, nb, dtype=np.intp)
+    link[:nb][ok] = np.searchsorted(brk, target[ok])
+    # Pointer doubling from break 0 (the first on the way from candidate 0): jumps[k][b] is 2**k
+    # breaks on from b, nb past the end; the path meets nb within 2**K breaks.
+    jumps = [link]
+    while jumps[-1][0] != nb:
+        jumps.append(jumps[-1][jumps[-1]])
+    path = np.zeros(1, dtype=np.intp)
+    for jump in reversed(jumps[:-1]):
+        path = np.stack([path, jump[path]], axis=1).ravel()  # the breaks 0 .. 2**K - 1 on, in order
+    path = path[: int(np.count_nonzero(path < nb))]
+    # the records proven: each break on the path and the steps leading to it
+    ends = brk[path]
+    begins = np.empty_like(ends)
+    begins[0] = 0
+    begins[1:] = target[path[:-1]]
+    after = int(succ[ends[-1]])
+    if ends.shape[0] == 1:
+        return cand[: ends[0] + 1], after
+    if ends.shape[0] <= 64:
+        return np.concatenate([cand[b : e + 1] for b, e in zip(begins.tolist(), ends.tolist())]), after
+    mark = np.zeros(m + 1, dtype=np.int32)
+    mark[begins] = 1
+    mark[ends + 1] -= 1
+    return cand[np.cumsum(mark[:m]) > 0], after
 
 
 def _shb_order(buf: bytes | bytearray, pos: int) -> str | None:

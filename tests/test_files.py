@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -643,15 +644,20 @@ def walk_read(
         for name, value in WALK_TUNINGS[tuning].items():
             setattr(reader, name, value)
         proven = 0
-        fast_walk = reader._walk_pcap_fast
 
-        def counting(*args: object) -> tuple[np.ndarray, int]:
-            nonlocal proven
-            starts, after = fast_walk(*args)
-            proven += len(starts)
-            return starts, after
+        def counting(
+            fast_walk: Callable[..., tuple[np.ndarray, int]],
+        ) -> Callable[..., tuple[np.ndarray, int]]:
+            def walk(*args: object) -> tuple[np.ndarray, int]:
+                nonlocal proven
+                starts, after = fast_walk(*args)
+                proven += len(starts)
+                return starts, after
 
-        reader._walk_pcap_fast = counting  # type: ignore[method-assign]
+            return walk
+
+        reader._walk_pcap_fast = counting(reader._walk_pcap_fast)  # type: ignore[method-assign]
+        reader._walk_blocks_fast = counting(reader._walk_blocks_fast)  # type: ignore[method-assign]
         batches = [
             (len(b.buf), b.offsets, b.caplens, b.wirelens, b.ts_ns, b.linktypes, reader.bytes_read)
             for b in reader
@@ -917,6 +923,130 @@ def test_fast_walk_proves_well_formed_files_of_every_kind(
     recs = traffic(rng, 20_000, T0)
     path = tmp_path / "x.pcap"
     path.write_bytes(raw_pcap(recs, order=order, magic=magic, version=version))
+    assert not walk_differences(path, WALK_CONFIGS[:2])[0]
+    _, state, proven = walk_read(path, CHUNK_SIZE, DEFAULT_BATCH_FRAMES, True, "shipped")
+    assert state[4] == 20_000 and proven >= 19_000
+
+
+# -- the same for pcapng packet blocks --------------------------------------------------------------
+
+
+def epb_header(order: str, data_len: int, iface: int = 0) -> bytes:
+    """The first 28 bytes of an EPB holding data_len bytes: a candidate block start with a true length."""
+    total = 32 + data_len + (-data_len % 4)
+    return struct.pack(order + "IIIIIII", 6, total, iface, 0, 1000, data_len, data_len)
+
+
+def pcapng_adversarial_files() -> dict[str, bytes]:
+    rng = np.random.default_rng(4242)
+    files: dict[str, bytes] = {}
+
+    def payload(lo: int = 0, hi: int = 300) -> bytes:
+        return rng.integers(0, 256, int(rng.integers(lo, hi)), dtype=np.uint8).tobytes()
+
+    for order in "<>":
+        o = "le" if order == "<" else "be"
+        # payloads holding copies of EPB headers (with lengths of real neighbours) at 4-aligned offsets
+        blocks = []
+        for i in range(3000):
+            data = bytearray(payload())
+            for _ in range(int(rng.integers(0, 3))):
+                at = int(rng.integers(0, len(data) // 4 + 1)) * 4
+                data[at:at] = epb_header(order, int(rng.integers(0, 300)))
+            blocks.append(epb(order, 0, T0 * 10**6 + i, bytes(data)))
+        files[f"ng-fake-headers-{o}"] = shb(order) + idb(order, LINKTYPE_ETHERNET) + b"".join(blocks)
+        # runs of EPBs, SPBs and PBs, unknown blocks and new interfaces among them, a second section
+        # in the other byte order, frames naming interfaces that do not exist
+        other = ">" if order == "<" else "<"
+        parts = [shb(order), idb(order, LINKTYPE_ETHERNET, snaplen=200)]
+        for i in range(40):
+            kind = int(rng.integers(0, 6))
+            for _ in range(int(rng.integers(1, 200))):
+                if kind <= 2:
+                    parts.append(epb(order, int(rng.integers(0, 3)) if kind == 2 else 0, i, payload()))
+                elif kind == 3:
+                    parts.append(spb(order, payload(0, 150)))
+                elif kind == 4:
+                    parts.append(pb(order, 0, i, payload()))
+                else:
+                    parts.append(block(order, UNKNOWN_BLOCK, payload(0, 40)))
+            if i == 20:
+                parts.append(idb(order, LINKTYPE_RAW))
+            if i == 30:
+                order, other = other, order
+                parts += [shb(order), idb(order, LINKTYPE_LINUX_SLL)]
+        files[f"ng-mixed-{o}"] = b"".join(parts)
+    head = shb("<") + idb("<", LINKTYPE_ETHERNET)
+    good = [epb("<", 0, i, payload()) for i in range(3000)]
+    whole = head + b"".join(good)
+    # payloads of words equal to 6 (the EPB type) everywhere
+    files["ng-type-words"] = head + b"".join(epb("<", 0, i, struct.pack("<I", 6) * 60) for i in range(3000))
+    # truncated in the last block's header and in its data
+    files["ng-cut-in-header"] = whole[: len(whole) - len(good[-1]) + 6]
+    files["ng-cut-in-data"] = whole[: len(whole) - 9]
+    # damaged lengths mid-run: not a multiple of 4, below the minimum, above the maximum, past the end
+    for name, bad_len in [("odd", 70), ("short", 28), ("huge", (200 << 20)), ("past-end", 1 << 24)]:
+        bad = bytearray(good[1700])
+        bad[4:8] = struct.pack("<I", bad_len)
+        files[f"ng-bad-length-{name}"] = head + b"".join(good[:1700]) + bytes(bad) + b"".join(good[1701:])
+    # a captured length that does not fit its block (found when the batch is gathered)
+    bad = bytearray(good[2100])
+    bad[20:24] = struct.pack("<I", 5000)
+    files["ng-caplen-past-block"] = head + b"".join(good[:2100]) + bytes(bad) + b"".join(good[2101:])
+    # blocks bigger than the small chunks
+    files["ng-big-blocks"] = head + b"".join(epb("<", 0, i, payload(0, 20_000)) for i in range(300))
+    return files
+
+
+@pytest.fixture(scope="module")
+def pcapng_adversarial(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("walkng")
+    paths = {}
+    for name, data in pcapng_adversarial_files().items():
+        paths[name] = out / f"{name}.pcapng"
+        paths[name].write_bytes(data)
+    return paths
+
+
+PCAPNG_ADVERSARIAL = [
+    "ng-fake-headers-le", "ng-fake-headers-be", "ng-mixed-le", "ng-mixed-be", "ng-type-words",
+    "ng-cut-in-header", "ng-cut-in-data", "ng-bad-length-odd", "ng-bad-length-short", "ng-bad-length-huge",
+    "ng-bad-length-past-end", "ng-caplen-past-block", "ng-big-blocks",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", PCAPNG_ADVERSARIAL)
+def test_fast_walk_equals_plain_loop_on_adversarial_pcapngs(
+    pcapng_adversarial: dict[str, Path], name: str
+) -> None:
+    problems, proven = walk_differences(pcapng_adversarial[name])
+    assert not problems
+    if name != "ng-type-words":
+        assert proven > 0
+
+
+def test_pcapng_adversarial_files_are_what_they_claim(pcapng_adversarial: dict[str, Path]) -> None:
+    assert set(PCAPNG_ADVERSARIAL) == set(pcapng_adversarial)
+    for name, path in pcapng_adversarial.items():
+        with open_capture(str(path)) as reader:
+            frames = sum(len(b) for b in reader)
+        damaged = name.startswith(("ng-cut-", "ng-bad-", "ng-caplen"))
+        assert reader.truncated == damaged, name
+        if name.startswith("ng-bad-length") and name != "ng-bad-length-past-end":
+            assert frames == 1700, name
+        if name.startswith("ng-mixed"):
+            assert reader.skipped > 0 and len(reader.linktypes) == 3
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_fast_walk_proves_well_formed_pcapng(tmp_path: Path, order: str) -> None:
+    rng = np.random.default_rng(8)
+    blocks = [
+        epb(order, 0, i, rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes())
+        for i in range(20_000)
+    ]
+    path = tmp_path / "x.pcapng"
+    path.write_bytes(shb(order) + idb(order, LINKTYPE_ETHERNET) + b"".join(blocks))
     assert not walk_differences(path, WALK_CONFIGS[:2])[0]
     _, state, proven = walk_read(path, CHUNK_SIZE, DEFAULT_BATCH_FRAMES, True, "shipped")
     assert state[4] == 20_000 and proven >= 19_000
