@@ -576,7 +576,7 @@ class Analysis:
         limit = s.top_limit
         nbytes, packets, first_ns = flow_sizes(states)
         keep = top_candidates(nbytes, packets, first_ns, limit) if len(states) > limit else np.ones(len(states), bool)
-        if len(self._ended) >= limit:  # nor can a flow below the limit-th of the top so far by both rankings
+        if 0 < limit <= len(self._ended):  # nor can a flow below the limit-th of the top so far by both rankings
             keep &= _reaches(self._ended, limit, nbytes, packets, first_ns)
         keep = np.flatnonzero(keep)
         if not len(keep):  # nothing new in the top (top_flows of a top_flows result is itself)

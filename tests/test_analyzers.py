@@ -661,3 +661,17 @@ def test_stable_order_is_a_stable_argsort() -> None:
                    rng.integers(0, 2**64 - 1, 40, dtype=np.uint64, endpoint=True)[rng.integers(0, 40, 2000)],
                    np.zeros(0, dtype=np.int64), np.array([3])):
         assert (stable_order(values) == np.argsort(values, kind="stable")).all()
+
+
+@pytest.mark.parametrize("limit", [0, 1, 3])
+def test_top_flows_of_small_limits_are_those_of_every_ended_flow(limit: int) -> None:
+    packets = varied_traffic(31, 1200, 80, True)
+    ended: list[Flow] = []
+    analysis = Analysis(idle_timeout=2.0, active_timeout=5.0, top=limit, on_flow_end=ended.append)
+    plain = Analysis(idle_timeout=2.0, active_timeout=5.0, top=limit)
+    for i in range(0, len(packets), 50):
+        analysis.feed(decode_batch(batch(packets[i : i + 50])))
+        plain.feed(decode_batch(batch(packets[i : i + 50])))
+    expected = [table_tuple(f) for f in top_flows(ended, limit)]
+    assert [table_tuple(f) for f in analysis.finish().top_flows] == expected
+    assert [table_tuple(f) for f in plain.finish().top_flows] == expected
