@@ -77,8 +77,9 @@ def _counted(values: np.ndarray, sizes: np.ndarray,
 
     Per row (`sizes` bytes each), or per group of rows (`packets` rows of `sizes` bytes in all)."""
     values = values.astype(np.intp)
-    if packets is None and len(values) and (values == values[0]).all():  # one value (a link type): no bincount
-        return values[:1], np.array([len(values)]), np.array([int(sizes.sum())])
+    if len(values) and (values == values[0]).all():  # one value (a link type): no bincount
+        return values[:1], np.array([len(values) if packets is None else int(packets.sum())]), np.array(
+            [int(sizes.sum())])
     seen = np.bincount(values, weights=packets)
     nbytes = np.bincount(values, weights=sizes)  # float64: exact below 2^53 bytes
     uniq = np.flatnonzero(seen)
