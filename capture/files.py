@@ -1,9 +1,9 @@
 """Capture file readers: pcap and pcapng files streamed as Batches in bounded memory.
 
 The file is read in chunks (CHUNK_SIZE, a fresh buffer each time so that earlier Batches stay valid);
-a record that straddles a chunk boundary is carried into the next chunk. Only the chain of record
-lengths is walked record by record (pcap: with numpy where the chain can be proven, else a Python loop;
-pcapng: a Python loop); the header fields of a whole batch are then gathered at once with numpy.
+a record that straddles a chunk boundary is carried into the next chunk. Only the chain of record (or
+block) lengths is walked, with numpy where the chain can be proven (see CaptureReader._walk_pcap) and a
+Python loop elsewhere; the header fields of a whole batch are then gathered at once with numpy.
 
 Formats: pcap as in draft-ietf-opsawg-pcap and libpcap's sf-pcap.c; pcapng as in
 draft-ietf-opsawg-pcapng (the section numbers below are that draft's) and libpcap's sf-pcapng.c.
@@ -378,7 +378,7 @@ class CaptureReader:
                 # a common value of ts_sec's high half (0?) matching all over the payload: the work
                 # below would cost more than the plain loop
                 return none, pos
-            found.append(j * 2 + (2 * j0 + parity - hi_at))
+            found.append(j.astype(np.int64) * 2 + (2 * j0 + parity - hi_at))
         cand = np.concatenate(found)
         cand.sort(kind="stable")  # two sorted runs: a merge
         cap = u4[cand + self._cap_field].astype(np.int64)
@@ -568,7 +568,7 @@ class CaptureReader:
             return none, pos
         i += i0
         blen = words[i + 1].astype(np.int64)
-        cand = i * 4 + a
+        cand = i.astype(np.int64) * 4 + a  # int64 like the loop's array('q') on every platform
         succ = cand + blen
         valid = (blen >= kind_min) & (blen <= MAX_BLOCK_LEN) & ((blen & 3) == 0) & (succ <= end)
         if not cand.shape[0] or cand[0] != pos or not valid[0]:  # cannot happen for a block the loop took
