@@ -153,12 +153,51 @@ def tuple_hash(words: list[np.ndarray]) -> np.ndarray:
 def group_rows(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Rows with equal words together: (order, starts), `order` listing the rows group by group and each
     group's rows in row order, `starts` where each group begins in it. Groups are exact: rows of a group
-    have every word equal, rows of different groups differ in some word."""
-    from pktscope.analyzers.keys import grouping_order
+    have every word equal, rows of different groups differ in some word.
 
+    The row index replaces the hash's low bits and the values are sorted once: a group is a run of equal
+    high bits, its rows in row order, found without gathering the hashes again. The words are checked
+    after, and should two tuples share the high bits the rows are grouped as `_group_rows_sorted` does.
+    """
     n = len(words[0])
     words = [w for w in words if n and not (w == w[0]).all()] or words[:1]  # constant words tell nothing
     h = tuple_hash(words)
+    bits = max(int(n - 1).bit_length(), 1)
+    if bits > 32:
+        return _group_rows_sorted(words, h)
+    low = _u64((1 << bits) - 1)
+    packed = h & ~low
+    packed |= np.arange(n, dtype=np.uint64)
+    packed.sort()
+    order = (packed & low).astype(np.intp)
+    packed >>= _u64(bits)
+    change = np.empty(n, dtype=bool)
+    change[:1] = True
+    np.not_equal(packed[1:], packed[:-1], out=change[1:])
+    starts = np.flatnonzero(change)
+    if _split(words, order, starts):
+        return _group_rows_sorted(words, h)
+    return order, starts
+
+
+def _split(words: list[np.ndarray], order: np.ndarray, starts: np.ndarray) -> bool:
+    """Whether rows listed by `order` in groups beginning at `starts` differ in some word within a group."""
+    n = len(order)
+    diff = np.zeros(max(n - 1, 0), dtype=np.uint64)
+    step = np.empty_like(diff)
+    for word in words:
+        ws = word[order]
+        np.bitwise_xor(ws[1:], ws[:-1], out=step)
+        diff |= step
+    diff[starts[1:] - 1] = 0  # a row and the one before it in another group may differ
+    return bool(diff.any())
+
+
+def _group_rows_sorted(words: list[np.ndarray], h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`group_rows` through a stable order of the whole hashes, then of the words themselves on a collision."""
+    from pktscope.analyzers.keys import grouping_order
+
+    n = len(words[0])
     order = grouping_order(h)
     if order is None:
         order = np.argsort(h, kind="stable")
@@ -166,14 +205,7 @@ def group_rows(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     change = np.empty(n, dtype=bool)
     change[:1] = True
     np.not_equal(hs[1:], hs[:-1], out=change[1:])
-    # the check: within a group, each row's words equal the row's before it
-    diff = np.zeros(max(n - 1, 0), dtype=np.uint64)
-    step = np.empty_like(diff)
-    for word in words:
-        ws = word[order]
-        np.bitwise_xor(ws[1:], ws[:-1], out=step)
-        diff |= step
-    if diff[~change[1:]].any():  # a hash collision: group by the words themselves
+    if _split(words, order, np.flatnonzero(change)):  # a hash collision: group by the words themselves
         order = np.lexsort(words[::-1])
         change[1:] = False
         for word in words:

@@ -397,23 +397,30 @@ class FlowTable:
         row0 = np.minimum.reduceat(first, fs)  # a flow's first row is its groups' first
         row1 = np.maximum.reduceat(g.last[ko], fs)
         holder = first == np.repeat(row0, np.diff(fs, append=len(ks)))  # the group of each flow's first row
-        packets = np.add.reduceat(cnt, fs)
-        pk_lo = np.add.reduceat(np.where(fw, cnt, 0), fs)
-        by_all = np.add.reduceat(nbytes, fs)
-        by_lo = np.add.reduceat(np.where(fw, nbytes, 0), fs)
-        sums = {
-            "pk_lo": pk_lo, "by_lo": by_lo, "pk_hi": packets - pk_lo, "by_hi": by_all - by_lo,
-            "fl_lo": np.bitwise_or.reduceat(np.where(fw, fl, 0), fs),
-            "fl_hi": np.bitwise_or.reduceat(np.where(fw, 0, fl), fs),
-        }
+        # the counters summed per flow in one pass each: packets, bytes, and their lo -> hi parts; the
+        # flags of each direction
+        counts = np.empty((4, len(ks)), dtype=np.int64)
+        counts[0] = cnt
+        counts[1] = nbytes
+        np.multiply(cnt, fw, out=counts[2])
+        np.multiply(nbytes, fw, out=counts[3])
+        flags = np.zeros((2, len(ks)), dtype=fl.dtype)
+        np.copyto(flags[0], fl, where=fw)
+        np.copyto(flags[1], fl, where=~fw)
         t1 = ts[row1]
         walk = stable_order(t1)
         by_key = np.empty_like(walk)
         by_key[walk] = np.arange(len(walk))
-        end = np.cumsum(packets)
-        return _Segments(start=(end - packets)[walk], end=end[walk], key=ks[fs][walk], t0=ts[row0][walk], t1=t1[walk],
-                         row0=row0[walk], fwd0=fw[holder][walk], sums={name: v[walk] for name, v in sums.items()},
-                         walk=walk, by_key=by_key, t_max=int(ts[-1]))
+        summed = np.add.reduceat(counts, fs, axis=1)
+        end = np.cumsum(summed[0])  # the flows' rows sorted by (key, time): consecutive in key order
+        packets, nbytes, pk_lo, by_lo = summed[:, walk]
+        fl_lo, fl_hi = np.bitwise_or.reduceat(flags, fs, axis=1)[:, walk]
+        sums = {"pk_lo": pk_lo, "by_lo": by_lo, "pk_hi": packets - pk_lo, "by_hi": nbytes - by_lo,
+                "fl_lo": fl_lo, "fl_hi": fl_hi}
+        end = end[walk]
+        return _Segments(start=end - packets, end=end, key=ks[fs][walk], t0=ts[row0][walk], t1=t1[walk],
+                         row0=row0[walk], fwd0=fw[holder][walk], sums=sums, walk=walk, by_key=by_key,
+                         t_max=int(ts[-1]))
 
     def _slot_of(self, keys: np.ndarray) -> np.ndarray:
         """The live slot of each key, -1 for none."""
@@ -493,8 +500,11 @@ class FlowTable:
         first_piece = np.searchsorted(piece_seg, np.arange(m))  # of each segment
         last_piece = np.append(first_piece[1:], n_pieces) - 1
 
-        # the state each piece leaves its flow in
-        state = np.zeros(n_pieces, dtype=_SLOT_DTYPE)
+        # the state each piece leaves its flow in: without cuts a piece is a segment, and the live flows'
+        # records (`old`) are the state of those that continue, updated in place
+        gone_old = np.flatnonzero(idle_gap | ends_old_active)  # live flows ended by their own segment
+        gone_state = _take(old, gone_old)
+        state = old if not len(cuts) else np.zeros(n_pieces, dtype=_SLOT_DTYPE)
         fresh = ~piece_cont
         if len(cuts):  # pieces from the sorted rows
             p_row0, p_key, p_fwd = seg.order[piece_start], seg.k[piece_start], seg.fwd[piece_start]
@@ -504,7 +514,7 @@ class FlowTable:
             p_t0, p_t1 = seg.t0[a:b], seg.t1[a:b]
         at_rows = p_row0[fresh]
         rows = take_rows(self._rows, at_rows if self._rowmap is None else self._rowmap[at_rows])
-        f = _take(state, fresh)
+        f = np.zeros(len(at_rows), dtype=_SLOT_DTYPE)
         f["key"] = p_key[fresh]
         f["ip_version"] = rows["ip_version"]
         f["proto"] = rows["proto"]
@@ -518,7 +528,11 @@ class FlowTable:
         f["last_ns"] = p_t1[fresh]
         _put(state, fresh, f)
         kept = np.flatnonzero(piece_cont)
-        if len(kept):
+        if not len(cuts):
+            first_ns, last_ns = state["first_ns"], state["last_ns"]
+            first_ns[kept] = np.minimum(first_ns[kept], p_t0[kept])
+            last_ns[kept] = np.maximum(last_ns[kept], p_t1[kept])
+        elif len(kept):
             c = _take(old, piece_seg[kept])
             c["first_ns"] = np.minimum(c["first_ns"], p_t0[kept])
             c["last_ns"] = np.maximum(c["last_ns"], p_t1[kept])
@@ -534,10 +548,9 @@ class FlowTable:
         ev_sub: list[np.ndarray] = []
         ev_state: list[np.ndarray] = []
         ev_reason: list[np.ndarray] = []
-        gone_old = np.flatnonzero(idle_gap | ends_old_active)  # live flows ended by their own segment
         ev_pos.append(gone_old)
         ev_sub.append(np.zeros(len(gone_old), dtype=np.int64))
-        ev_state.append(_take(old, gone_old))
+        ev_state.append(gone_state)
         ev_reason.append(np.where(idle_gap[gone_old], 0, 1))
         later = np.flatnonzero(~head)  # a later segment of a key ends the previous one, idle
         ev_pos.append(later)
@@ -589,7 +602,7 @@ class FlowTable:
         self._free = np.concatenate([self._free, retired])
         fresh_final = np.flatnonzero(~reused)
         final_slot[fresh_final] = self._alloc(len(fresh_final))
-        _put(self._slots, final_slot, _take(state, final_piece))
+        _put(self._slots, final_slot, state if len(final_piece) == n_pieces else _take(state, final_piece))
         touched = np.zeros(self._top, dtype=bool)
         touched[slot0[found]] = True
         touched[victims] = True
