@@ -396,27 +396,24 @@ class FlowTable:
         fw, cnt, nbytes, fl, first = g.fwd[ko], g.packets[ko], g.bytes[ko], g.flags[ko], g.first[ko]
         row0 = np.minimum.reduceat(first, fs)  # a flow's first row is its groups' first
         row1 = np.maximum.reduceat(g.last[ko], fs)
-        holder = first == np.repeat(row0, np.diff(fs, append=len(ks)))  # the group of each flow's first row
-        # the counters summed per flow in one pass each: packets, bytes, and their lo -> hi parts; the
-        # flags of each direction
-        counts = np.empty((4, len(ks)), dtype=np.int64)
-        counts[0] = cnt
-        counts[1] = nbytes
-        np.multiply(cnt, fw, out=counts[2])
-        np.multiply(nbytes, fw, out=counts[3])
-        flags = np.zeros((2, len(ks)), dtype=fl.dtype)
-        np.copyto(flags[0], fl, where=fw)
-        np.copyto(flags[1], fl, where=~fw)
+        fid = np.cumsum(change)  # the flow of each group (in key order)
+        fid -= 1
+        holder = first == row0[fid]  # the group of each flow's first row
+        # the counters summed per flow (float64 bincounts: exact below 2^53) and the flags of each direction
+        # (lo -> hi in the low byte, hi -> lo in the high byte) ORed per flow
+        pk_lo = np.bincount(fid, weights=np.where(fw, cnt, 0)).astype(np.int64)
+        by_lo = np.bincount(fid, weights=np.where(fw, nbytes, 0)).astype(np.int64)
+        packets = np.bincount(fid, weights=cnt).astype(np.int64)
+        nbytes = np.bincount(fid, weights=nbytes).astype(np.int64)
+        both = np.bitwise_or.reduceat(fl.astype(np.uint16) << np.where(fw, np.uint16(0), np.uint16(8)), fs)
         t1 = ts[row1]
         walk = stable_order(t1)
         by_key = np.empty_like(walk)
         by_key[walk] = np.arange(len(walk))
-        summed = np.add.reduceat(counts, fs, axis=1)
-        end = np.cumsum(summed[0])  # the flows' rows sorted by (key, time): consecutive in key order
-        packets, nbytes, pk_lo, by_lo = summed[:, walk]
-        fl_lo, fl_hi = np.bitwise_or.reduceat(flags, fs, axis=1)[:, walk]
+        end = np.cumsum(packets)  # the flows' rows sorted by (key, time): consecutive in key order
+        packets, nbytes, pk_lo, by_lo, both = packets[walk], nbytes[walk], pk_lo[walk], by_lo[walk], both[walk]
         sums = {"pk_lo": pk_lo, "by_lo": by_lo, "pk_hi": packets - pk_lo, "by_hi": nbytes - by_lo,
-                "fl_lo": fl_lo, "fl_hi": fl_hi}
+                "fl_lo": (both & 0xFF).astype(np.uint8), "fl_hi": (both >> 8).astype(np.uint8)}
         end = end[walk]
         return _Segments(start=end - packets, end=end, key=ks[fs][walk], t0=ts[row0][walk], t1=t1[walk],
                          row0=row0[walk], fwd0=fw[holder][walk], sums=sums, walk=walk, by_key=by_key,
@@ -497,8 +494,11 @@ class FlowTable:
                 piece_cont[p_order])
             sums = {name: v[p_order] for name, v in sums.items()}
         n_pieces = len(piece_seg)
-        first_piece = np.searchsorted(piece_seg, np.arange(m))  # of each segment
-        last_piece = np.append(first_piece[1:], n_pieces) - 1
+        if len(cuts):
+            first_piece = np.searchsorted(piece_seg, np.arange(m))  # of each segment
+            last_piece = np.append(first_piece[1:], n_pieces) - 1
+        else:
+            last_piece = piece_seg  # a segment is a piece
 
         # the state each piece leaves its flow in: without cuts a piece is a segment, and the live flows'
         # records (`old`) are the state of those that continue, updated in place
@@ -528,10 +528,10 @@ class FlowTable:
         f["last_ns"] = p_t1[fresh]
         _put(state, fresh, f)
         kept = np.flatnonzero(piece_cont)
-        if not len(cuts):
+        if not len(cuts):  # (a new flow's first and last are its piece's)
             first_ns, last_ns = state["first_ns"], state["last_ns"]
-            first_ns[kept] = np.minimum(first_ns[kept], p_t0[kept])
-            last_ns[kept] = np.maximum(last_ns[kept], p_t1[kept])
+            np.minimum(first_ns, p_t0, out=first_ns)
+            np.maximum(last_ns, p_t1, out=last_ns)
         elif len(kept):
             c = _take(old, piece_seg[kept])
             c["first_ns"] = np.minimum(c["first_ns"], p_t0[kept])
