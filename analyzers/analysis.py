@@ -125,7 +125,8 @@ class _Groups:
         self.fwd = self.src_end <= self.dst_end  # the tuple goes from the flow key's "lo" end to "hi"
         meta = (self.version << np.uint64(24)) | (self.proto.astype(np.uint64) << np.uint64(16)) | (
             (link >> np.uint64(32)) & np.uint64(0xFFFF))
-        self.key = combine(np.minimum(self.src_end, self.dst_end), np.maximum(self.src_end, self.dst_end), meta)
+        self.ends = pair_keys(self.src_end, self.dst_end)  # the conversation of the tuple's (address, port) pair
+        self.key = extend(self.ends, meta)  # = combine(lo end, hi end, meta)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -202,7 +203,9 @@ class _Counters:
     def _reset(self) -> None:
         self._bits = 12
         self._slot_keys = np.zeros(1 << self._bits, dtype=np.uint64)
-        self._slot_rows = np.full(1 << self._bits, -1, dtype=np.int64)  # -1: a free slot
+        # the row of each slot, -1 for a free one: int32, so that the table stays in the cache; a hit is
+        # checked against the row's key (`_keys`, small too); `_slot_keys` settles claims only
+        self._slot_rows = np.full(1 << self._bits, -1, dtype=np.int32)
         self._keys = np.zeros(1024, dtype=np.uint64)  # the key of each row
         self._counts = np.zeros((self._width, 1024), dtype=np.int64)  # counter j of row i: [j, i]
         self._labels = np.zeros((1024, self._label_width), dtype=np.uint8)
@@ -223,7 +226,7 @@ class _Counters:
         while len(pending):
             row = self._slot_rows[pos]
             hit = row >= 0
-            hit &= self._slot_keys[pos] == key
+            hit &= self._keys[row] == key  # (row -1, a free slot, reads the last key: not a hit)
             free = np.flatnonzero(row < 0)
             if len(free):  # claim: the last key written to a slot wins it
                 slots = pos[free]
@@ -241,9 +244,14 @@ class _Counters:
                 new_at.append(pending[won[last]])
                 hit[won] = True
                 row = self._slot_rows[pos]
-            rows[pending[hit]] = row[hit]
-            miss = ~hit
-            pending, key, pos = pending[miss], key[miss], (pos[miss] + 1) & mask
+            if len(pending) == n:  # the first round: every key, in order
+                np.copyto(rows, row, where=hit)
+            else:
+                rows[pending[hit]] = row[hit]
+            miss = np.flatnonzero(~hit)
+            pending, key, pos = pending[miss], key[miss], pos[miss]
+            pos += 1
+            pos &= mask
         if new_at:
             at = np.concatenate(new_at)
             self._labels[rows[at]] = labels(at)
@@ -267,7 +275,7 @@ class _Counters:
         while 4 * keys > (1 << self._bits):
             self._bits += 1
         self._slot_keys = np.zeros(1 << self._bits, dtype=np.uint64)
-        self._slot_rows = np.full(1 << self._bits, -1, dtype=np.int64)
+        self._slot_rows = np.full(1 << self._bits, -1, dtype=np.int32)
         mask = len(self._slot_rows) - 1
         pending = np.arange(self._used)
         pos = (self._keys[: self._used] >> np.uint64(64 - self._bits)).astype(np.intp)
@@ -461,7 +469,7 @@ class Analysis:
                     self._conv_tally[name].add(keys)
             with_whole = g.any_row(whole)
             proto = g.proto[with_whole]
-            ends = pair_keys(g.src_end[with_whole], g.dst_end[with_whole])
+            ends = g.ends[with_whole]
         self._add_ends(proto, ends, completed)
 
     def _add_ends(self, proto: np.ndarray, ends: np.ndarray, completed: np.ndarray) -> None:

@@ -15,11 +15,12 @@ _S33 = np.uint64(33)
 def mix64(x: np.ndarray) -> np.ndarray:
     """murmur3's 64-bit finalizer: a cheap bijective scramble of every bit."""
     with np.errstate(over="ignore"):
-        x = x ^ (x >> _S33)
-        x = x * _M1
-        x = x ^ (x >> _S33)
-        x = x * _M2
-        return x ^ (x >> _S33)
+        x = x ^ (x >> _S33)  # a new array: the rest in place
+        x *= _M1
+        x ^= x >> _S33
+        x *= _M2
+        x ^= x >> _S33
+        return x
 
 
 def combine(*parts: np.ndarray) -> np.ndarray:
