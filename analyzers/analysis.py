@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import heapq
 from collections.abc import Callable
 
@@ -21,7 +22,7 @@ from pktscope.analyzers.flows import (
     top_candidates,
 )
 from pktscope.analyzers.fragments import FragmentTracker
-from pktscope.analyzers.keys import combine, endpoint_keys, extend, pair_keys, unique
+from pktscope.analyzers.keys import combine, endpoint_keys, extend, pair_keys, stable_order, unique
 from pktscope.analyzers.snapshot import Snapshot, top_flows
 from pktscope.capture.batch import Batch
 from pktscope.capture.linktypes import linktype_name
@@ -295,7 +296,7 @@ class _Counters:
     def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Keys (ascending), their counters (a row of counters per key) and labels since the last take;
         then start afresh."""
-        order = np.argsort(self._keys[: self._used])
+        order = stable_order(self._keys[: self._used])  # (distinct keys)
         taken = self._keys[order], self._counts[:, order].T, self._labels[order]
         self._reset()
         return taken
@@ -541,7 +542,20 @@ class Analysis:
         np.add.at(self._port_bytes, index, g.bytes[counted])
 
     def _fold_tallies(self) -> None:
-        """Move the numpy tallies into the Snapshot's dicts (once per snapshot, not per batch)."""
+        """Move the numpy tallies into the Snapshot's dicts (once per snapshot, not per batch).
+
+        Without the cyclic garbage collector meanwhile: the many lists made here (a talker's counters)
+        would set it off again and again, and it would walk every object each time it reaches the oldest
+        generation; they hold ints only (no cycles)."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._fold()
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _fold(self) -> None:
         s = self.snap
         _keys, counts, addrs = self._hosts_tally.take()
         hosts = s.hosts
