@@ -597,6 +597,63 @@ def test_grouping_is_exact_when_the_hash_collides(monkeypatch: pytest.MonkeyPatc
     assert starts.tolist() == [i for i in range(len(tuples)) if i == 0 or tuples[i] != tuples[i - 1]]
 
 
+def test_grouping_is_exact_when_hashes_share_their_high_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pktscope.analyzers import fields
+
+    packets = varied_traffic(23, 900, 40, True)
+
+    def run() -> tuple[dict, list]:
+        ended: list[Flow] = []
+        analysis = Analysis(on_flow_end=ended.append, top=1000)
+        for i in range(0, len(packets), 300):
+            analysis.feed(decode_batch(batch(packets[i : i + 300])))
+        return snapshot_view(analysis.finish()), [table_tuple(f) for f in ended]
+
+    expected = run()
+    words = fields.tuple_words(fields.Fields(decode_batch(batch(packets))))
+    plain = fields.group_rows(words)
+    # hashes that differ in their low bits only: the packed sort sees one run of high bits
+    monkeypatch.setattr(fields, "tuple_hash", lambda words: words[0] & np.uint64(0xFFFF))
+    assert run() == expected
+    order, starts = fields.group_rows(words)
+    tuples = [tuple(int(w[i]) for w in words) for i in order.tolist()]
+    assert starts.tolist() == [i for i in range(len(tuples)) if i == 0 or tuples[i] != tuples[i - 1]]
+    assert len(set(tuples)) == len(starts)  # a tuple's rows are all in its group
+    groups = np.split(order, starts[1:])
+    assert all((g[1:] > g[:-1]).all() for g in groups)  # in row order
+    assert sorted(g.tolist() for g in groups) == sorted(g.tolist() for g in np.split(plain[0], plain[1][1:]))
+
+
+def test_counters_table_with_key_zero_and_every_row_used() -> None:
+    from pktscope.analyzers.analysis import _Counters
+
+    tally = _Counters(1, 8)
+    first = np.arange(1024, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # 0 among them; 1024 rows: all in use
+    tally.rows(first, lambda at: first[at].view(np.uint8).reshape(-1, 8))
+    more = np.array([0, 2**64 - 1, 12345, int(first[-1]), 0], dtype=np.uint64)
+    rows = tally.rows(more, lambda at: more[at].view(np.uint8).reshape(-1, 8))
+    assert rows[0] == rows[4] == 0 and rows[3] == 1023 and len(set(rows[1:3].tolist())) == 2 and rows[1] >= 1024
+    keys, _counts, labels = tally.take()
+    assert keys.tolist() == sorted(set(first.tolist()) | {2**64 - 1, 12345})
+    assert (labels == keys[:, None].view(np.uint8).reshape(-1, 8)).all()
+
+
+def test_snapshot_leaves_the_garbage_collector_as_it_was() -> None:
+    import gc
+
+    analysis = Analysis()
+    analysis.feed(decode_batch(batch(varied_traffic(24, 200, 10, True))))
+    assert gc.isenabled()
+    analysis.snapshot()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        analysis.finish()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_fields_hold_the_rows_fields() -> None:
     from pktscope.analyzers.fields import Fields
 
