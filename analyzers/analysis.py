@@ -156,8 +156,8 @@ class _Groups:
 class _KeySet:
     """A set of uint64 keys gathered a batch at a time as numpy arrays, handed over as one array on demand.
 
-    A batch's keys are made unique and appended; the parts are merged (one sort) when they outgrow the
-    merged part, so Python touches each key once per snapshot rather than once per batch.
+    A batch's keys are appended as they are; the parts are merged (one sort, duplicates dropped) when
+    they outgrow the merged part, so Python touches each key once per snapshot rather than once per batch.
     """
 
     def __init__(self) -> None:
@@ -166,14 +166,13 @@ class _KeySet:
         self._merged = 0
 
     def add(self, keys: np.ndarray) -> None:
-        keys = unique(keys)
         self._parts.append(keys)
         self._pending += len(keys)
         if self._pending > max(4 * self._merged, 1 << 18):
             self._merge()
 
     def _merge(self) -> None:
-        if len(self._parts) > 1:
+        if self._parts and self._pending > self._merged:  # parts added since the last merge
             self._parts = [unique(np.concatenate(self._parts))]
         self._merged = self._pending = len(self._parts[0]) if self._parts else 0
 

@@ -732,3 +732,21 @@ def test_top_flows_of_small_limits_are_those_of_every_ended_flow(limit: int) -> 
     expected = [table_tuple(f) for f in top_flows(ended, limit)]
     assert [table_tuple(f) for f in analysis.finish().top_flows] == expected
     assert [table_tuple(f) for f in plain.finish().top_flows] == expected
+
+
+def test_key_set_takes_the_distinct_keys_of_every_part() -> None:
+    from pktscope.analyzers.analysis import _KeySet
+
+    rng = np.random.default_rng(9)
+    keys = _KeySet()
+    assert keys.take().tolist() == []
+    model: set[int] = set()
+    for size in (1, 0, 5000, 300000, 7, 200000):  # parts with repeats, some past the merge threshold
+        part = rng.integers(0, 50000 if size < 100000 else 2**64 - 1, size, dtype=np.uint64, endpoint=True)
+        part = np.concatenate([part, part[: size // 3]])
+        keys.add(part)
+        model.update(part.tolist())
+    assert keys.take().tolist() == sorted(model)
+    assert keys.take().tolist() == []
+    keys.add(np.array([5, 5, 3], dtype=np.uint64))  # one raw part alone
+    assert keys.take().tolist() == [3, 5]
