@@ -81,6 +81,19 @@ def _counted(values: np.ndarray, sizes: np.ndarray,
     if len(values) and (values == values[0]).all():  # one value (a link type): no bincount
         return values[:1], np.array([len(values) if packets is None else int(packets.sum())]), np.array(
             [int(sizes.sum())])
+    if len(values):  # two values (IPv4 and IPv6 EtherTypes): the sums of one and of the other, no bincount
+        other = values != values[0]
+        second = values[int(np.argmax(other))]
+        pk1 = pk0 = 0
+        if not (other & (values != second)).any():
+            pk1 = int(other.sum()) if packets is None else int(packets[other].sum())
+            pk0 = (len(values) if packets is None else int(packets.sum())) - pk1
+        if pk0 and pk1:  # (a value of no packets is left out: the bincounts' way)
+            by1 = int(sizes[other].sum())
+            by0 = int(sizes.sum()) - by1
+            if second < values[0]:
+                return np.array([second, values[0]]), np.array([pk1, pk0]), np.array([by1, by0])
+            return np.array([values[0], second]), np.array([pk0, pk1]), np.array([by0, by1])
     seen = np.bincount(values, weights=packets)
     nbytes = np.bincount(values, weights=sizes)  # float64: exact below 2^53 bytes
     uniq = np.flatnonzero(seen)

@@ -750,3 +750,27 @@ def test_key_set_takes_the_distinct_keys_of_every_part() -> None:
     assert keys.take().tolist() == []
     keys.add(np.array([5, 5, 3], dtype=np.uint64))  # one raw part alone
     assert keys.take().tolist() == [3, 5]
+
+
+def test_counted_equals_bincounts_for_one_two_and_more_values() -> None:
+    from pktscope.analyzers.analysis import _counted
+
+    def reference(values: np.ndarray, sizes: np.ndarray, packets: np.ndarray | None) -> list:
+        seen = np.bincount(values, weights=packets)
+        nbytes = np.bincount(values, weights=sizes)
+        uniq = np.flatnonzero(seen)
+        return [uniq.tolist(), seen[uniq].astype(np.int64).tolist(), nbytes[uniq].astype(np.int64).tolist()]
+
+    rng = np.random.default_rng(10)
+    for choices in ([0x0800], [0x86DD, 0x0800], [0x0800, 0x86DD], [3, 0], [0x0800, 0x86DD, 0x8100], [7, 1, 7, 7]):
+        for n in (1, 2, 50):
+            values = np.array(choices * n, dtype=np.uint64)[:max(n, len(choices))]
+            rng.shuffle(values)
+            sizes = rng.integers(60, 1500, len(values))
+            for packets in (None, rng.integers(1, 9, len(values)), rng.integers(0, 2, len(values))):
+                got = [a.tolist() for a in _counted(values, sizes, packets)]
+                want = reference(values.astype(np.intp), sizes, packets)
+                if len(set(values.tolist())) == 1:  # one value: counted even with no packets
+                    want = [values[:1].tolist(), [len(values) if packets is None else int(packets.sum())],
+                            [int(sizes.sum())]]
+                assert got == want, (choices, n, packets)
