@@ -93,6 +93,8 @@ def _windows(raw: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
     Bytes past a frame's captured length belong to the next record: callers check lengths.
     """
     n = raw.shape[0]
+    if n >= width and (not starts.shape[0] or int(starts.max()) <= n - width):  # no window past the end
+        return _spans(raw, width)[starts].view(np.uint8).reshape(-1, width)
     if n >= width:
         out = _spans(raw, width)[np.minimum(starts, n - width)].view(np.uint8).reshape(-1, width)
     else:
