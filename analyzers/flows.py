@@ -718,7 +718,7 @@ class FlowTable:
         more = n - take
         if self._top + more > len(self._slots):
             grown = np.zeros(max(2 * len(self._slots), self._top + more), dtype=_SLOT_DTYPE)
-            grown[: self._top] = self._slots[: self._top]
+            grown.view(_SLOT_BYTES)[: self._top] = self._slots[: self._top].view(_SLOT_BYTES)  # (whole records)
             self._slots = grown
         fresh = np.arange(self._top, self._top + more, dtype=np.int64)
         self._top += more

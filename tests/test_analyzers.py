@@ -774,3 +774,18 @@ def test_counted_equals_bincounts_for_one_two_and_more_values() -> None:
                     want = [values[:1].tolist(), [len(values) if packets is None else int(packets.sum())],
                             [int(sizes.sum())]]
                 assert got == want, (choices, n, packets)
+
+
+def test_flow_table_growth_keeps_the_live_records() -> None:
+    from pktscope.analyzers.flows import _SLOT_DTYPE
+
+    table = FlowTable()
+    slots = table._alloc(1000)
+    rng = np.random.default_rng(7)
+    records = np.zeros(1000, dtype=_SLOT_DTYPE)
+    records.view(np.uint8).reshape(1000, -1)[:] = rng.integers(0, 256, (1000, _SLOT_DTYPE.itemsize), dtype=np.uint8)
+    table._slots[slots] = records
+    more = table._alloc(5000)  # grows the storage
+    assert len(table._slots) >= 6000 and len(np.unique(np.concatenate([slots, more]))) == 6000
+    assert table._slots[:1000].tobytes() == records.tobytes()
+    assert not table._slots[1000:].view(np.uint8).any()
