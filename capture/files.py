@@ -225,6 +225,7 @@ class CaptureReader:
         limit = max_caplen(self.linktypes[0])
         batch_frames = self.batch_frames
         base = PCAP_FILE_HEADER_LEN  # file offset of buf[0]
+        self._walk_window = self.FAST_WALK_FIRST_WINDOW
         buf: bytes | memoryview = b""
         pos = 0
         need = hlen
@@ -270,7 +271,9 @@ class CaptureReader:
 
     _fast_walk = True  # False: walk every chunk with the plain loop (the reference the tests compare with)
     FAST_WALK_MIN_BYTES = 1 << 16  # less than this left in a chunk: the plain loop is as quick
-    FAST_WALK_FIRST_WINDOW = 1 << 18  # bytes a chunk's first fast step looks at; doubled after good ones
+    # bytes the first fast step looks at; doubled after good steps, back to this after a poor one. A pcap
+    # chunk starts with the window the previous chunk ended with (its steps cost a fixed overhead each)
+    FAST_WALK_FIRST_WINDOW = 1 << 18
     FAST_WALK_POOR_STEPS = 2  # after this many steps proving under half their window: the plain loop
 
     def _walk_pcap(self, buf: bytes | memoryview, end: int, limit: int) -> tuple[np.ndarray, int]:
@@ -290,7 +293,7 @@ class CaptureReader:
         u4 = np.ndarray((end - 3,), self._order + "u4", buffer=buf, strides=(1,))  # u4[i]: the word at i
         parts: list[np.ndarray] = []
         pos = 0
-        window = self.FAST_WALK_FIRST_WINDOW
+        window = self._walk_window
         poor = 0
         while pos + hlen <= end:
             cap = cap_at(buf, pos + cap_field)[0]
@@ -307,8 +310,9 @@ class CaptureReader:
                 poor += 1
                 window = self.FAST_WALK_FIRST_WINDOW
             else:
-                window *= 2
+                window = min(window * 2, 1 << 40)
             pos = nxt
+        self._walk_window = window
         if not parts:
             return np.zeros(0, dtype=np.int64), pos
         return (parts[0] if len(parts) == 1 else np.concatenate(parts)), pos
