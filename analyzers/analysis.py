@@ -19,6 +19,7 @@ from pktscope.analyzers.flows import (
     FlowTable,
     flow_sizes,
     flows_of,
+    take_records,
     top_candidates,
 )
 from pktscope.analyzers.fragments import FragmentTracker
@@ -616,7 +617,12 @@ class Analysis:
         keep = np.flatnonzero(keep)
         if not len(keep):  # nothing new in the top (top_flows of a top_flows result is itself)
             return
-        ended = [ended[i] for i in keep.tolist()] if ended is not None else flows_of(states[keep], reasons[keep])
+        if ended is not None:
+            ended = [ended[i] for i in keep.tolist()]
+        elif len(keep) == len(states):  # (every one: no copy)
+            ended = flows_of(states, reasons)
+        else:
+            ended = flows_of(take_records(states, keep), reasons[keep])
         self._ended = top_flows(self._ended + ended, limit)
 
     def finish(self, now_ns: int | None = None) -> Snapshot:

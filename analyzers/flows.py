@@ -61,6 +61,11 @@ def _take(records: np.ndarray, index: np.ndarray) -> np.ndarray:
     return records.view(_SLOT_BYTES)[index].view(_SLOT_DTYPE)
 
 
+def take_records(records: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """records[index] for slot records (a copy; whole records, not field by field)."""
+    return _take(records, index)
+
+
 def _put(records: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
     """records[index] = values for slot records."""
     records.view(_SLOT_BYTES)[index] = values.view(_SLOT_BYTES)
