@@ -205,8 +205,11 @@ def _transport(g: np.ndarray, at: int, proto: np.ndarray, payload: np.ndarray) -
     udp = proto == p.IPPROTO_UDP
     if udp.any():
         ok &= ~udp | (_col(g, at + 4, ">u2") >= _UDP_LEN)
-    ports = _col(g, at, ">u4").astype(np.uint32)  # sport << 16 | dport: the row wants them swapped
-    ports = ((ports >> np.uint32(16)) | (ports << np.uint32(16))) * (need >= _UDP_LEN)
+    word = _col(g, at, ">u4").astype(np.uint32)  # sport << 16 | dport: the row wants them swapped
+    ports = word >> np.uint32(16)  # in place from here: fewer temporaries
+    word <<= np.uint32(16)
+    ports |= word
+    ports *= need >= _UDP_LEN
     depth = (need != 0).view(np.uint8) + np.uint16(DEPTH_NETWORK)
     return ok, ports, flags, depth
 
@@ -220,9 +223,12 @@ def _ip_rows(g: np.ndarray, link: int, etype: np.ndarray, avail: np.ndarray) -> 
     """
     # IPv4: version 4, IHL 5, neither more-fragments nor an offset; the transport check also proves
     # the 20 bytes captured and a total length of 0 (segmentation offload) or at least 20
-    plain = ((_col(g, link, "<u8") & _V4_PLAIN_MASK) == 0x45) & (etype == p.ETH_P_IPV4)
+    plain = (_col(g, link, "<u8") & _V4_PLAIN_MASK) == 0x45
+    plain &= etype == p.ETH_P_IPV4
     total = _col(g, link + 2, ">u2").astype(np.int32)
-    payload = np.minimum(avail, np.where(total != 0, total, avail)) - _IPV4_MIN
+    payload = np.where(total != 0, total, avail)
+    np.minimum(payload, avail, out=payload)
+    payload -= _IPV4_MIN
     proto = _col(g, link + 9).copy()
     ok, ports, flags, depth = _transport(g, link + _IPV4_MIN, proto, payload)
     plain &= ok
@@ -230,8 +236,10 @@ def _ip_rows(g: np.ndarray, link: int, etype: np.ndarray, avail: np.ndarray) -> 
     w18 |= proto.astype(np.uint64) << np.uint64(48)
     w18 |= flags.astype(np.uint64) << np.uint64(56)
     addrs = _col(g, link + 12, "<u8")  # source and destination
-    a34 = (addrs << np.uint64(32)) | _V4_MAPPED_HI
-    a50 = (addrs & _HIGH_HALF) | _V4_MAPPED_HI
+    a34 = addrs << np.uint64(32)
+    a34 |= _V4_MAPPED_HI
+    a50 = addrs & _HIGH_HALF
+    a50 |= _V4_MAPPED_HI
 
     # IPv6 without extension headers: the few rows that have it, apart
     i6 = np.flatnonzero(etype == p.ETH_P_IPV6)
