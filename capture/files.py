@@ -69,8 +69,6 @@ IF_TSRESOL = 9
 IF_TSOFFSET = 14
 DEFAULT_TSRESOL = 6  # microseconds when if_tsresol is absent (section 4.2)
 
-_ARANGE = np.arange(32, dtype=np.int64)
-_HEADER_ITEM = np.dtype((np.void, 16))  # a pcap record header as one opaque item
 
 
 class CaptureError(Exception):
@@ -395,9 +393,7 @@ class CaptureReader:
 
     def _pcap_batch(self, buf: bytes | memoryview, st: np.ndarray) -> Batch:
         # the 16-byte record headers gathered as whole items (a memcpy each), then read as 4 words
-        raw = np.frombuffer(buf, dtype=np.uint8)
-        spans = np.ndarray(buffer=raw, dtype=_HEADER_ITEM, shape=(raw.shape[0] - 15,), strides=(1,))
-        hdr = spans[st].view(self._order + "u4").reshape(-1, 4)
+        hdr = _gather(np.frombuffer(buf, dtype=np.uint8), st, 16).view(self._order + "u4").reshape(-1, 4)
         cap_col, wire_col = (3, 2) if self._lengths_swapped else (2, 3)
         n = st.shape[0]
         self.frames += n
@@ -632,7 +628,7 @@ class CaptureReader:
         if kind == BT_SPB:
             # section 4.4: no interface id (it is interface 0), no timestamp; the captured length is
             # the original length cut at interface 0's snaplen and at the block's own body
-            hdr = raw[st[:, None] + _ARANGE[:12]].view(u4)
+            hdr = _gather(raw, st, 12).view(u4).reshape(-1, 3)
             blen = hdr[:, 1].astype(np.int64)
             wire = hdr[:, 2].astype(np.int64)
             local = np.zeros(st.shape[0], dtype=np.int64)
@@ -641,7 +637,7 @@ class CaptureReader:
                 cap = np.minimum(cap, self._snaplens[base])
             ticks = None
         else:
-            hdr = raw[st[:, None] + _ARANGE[:28]].view(u4)
+            hdr = _gather(raw, st, 28).view(u4).reshape(-1, 7)
             blen = hdr[:, 1].astype(np.int64)
             if kind == BT_PB:
                 # appendix A: a 16-bit interface id followed by a 16-bit drops count
@@ -698,6 +694,14 @@ class CaptureReader:
             ),
             problem,
         )
+
+
+def _gather(raw: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """``width`` bytes of raw from each start (each within raw), gathered as whole items (a memcpy each)."""
+    if raw.shape[0] < width:  # no span fits: only an empty gather can succeed
+        return raw[starts[:, None] + np.arange(width)]
+    spans = np.ndarray(buffer=raw, dtype=np.dtype((np.void, width)), shape=(raw.shape[0] - width + 1,), strides=(1,))
+    return spans[starts]
 
 
 def _prove_chain(cand: np.ndarray, succ: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, int]:
