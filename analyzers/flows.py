@@ -751,11 +751,15 @@ class FlowTable:
 
     def _remove(self, slots: np.ndarray) -> None:
         """Take live slots out of the table (their flows have ended)."""
-        gone = self._slots["key"][slots]
-        keep = np.ones(len(self._index_keys), dtype=bool)
-        keep[np.searchsorted(self._index_keys, gone)] = False
-        self._index_keys = self._index_keys[keep]
-        self._index_slots = self._index_slots[keep]
+        if len(slots) == len(self._index_keys):  # (distinct live slots) every live flow: the index empties
+            self._index_keys = self._index_keys[:0]
+            self._index_slots = self._index_slots[:0]
+        else:
+            gone = self._slots["key"][slots]
+            keep = np.ones(len(self._index_keys), dtype=bool)
+            keep[np.searchsorted(self._index_keys, gone)] = False
+            self._index_keys = self._index_keys[keep]
+            self._index_slots = self._index_slots[keep]
         self._free = np.concatenate([self._free, slots])
 
     def _expire_idle(self) -> None:

@@ -789,3 +789,16 @@ def test_flow_table_growth_keeps_the_live_records() -> None:
     assert len(table._slots) >= 6000 and len(np.unique(np.concatenate([slots, more]))) == 6000
     assert table._slots[:1000].tobytes() == records.tobytes()
     assert not table._slots[1000:].view(np.uint8).any()
+
+
+def test_a_flushed_table_takes_flows_again() -> None:
+    table = FlowTable(idle_timeout=10.0)
+    table.update(decode_batch(batch(tcp_session("10.0.0.1", "10.0.0.2") + tcp_session("10.0.0.3", "10.0.0.2"))))
+    table.flush()
+    assert len(table.live) == 0 and len(table._index_keys) == 0 and len(table.drain()) == 2
+    table.update(decode_batch(batch(tcp_session("10.0.0.1", "10.0.0.2", 100.0) + tcp_session("10.0.0.4", "10.0.0.2", 100.0))))
+    assert len(table.live) == 2 and len(table._index_keys) == 2
+    assert all(table.live[key].key == key for key in table.live)  # found through the index
+    table.update(decode_batch(batch(tcp_session("10.0.0.1", "10.0.0.2", 200.0))))  # the first ends idle
+    ended = table.drain()
+    assert [f.end_reason for f in ended] == [END_IDLE, END_IDLE] and len(table.live) == 1
