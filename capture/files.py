@@ -679,9 +679,13 @@ class CaptureReader:
             ts_ns = np.zeros(n, dtype=np.int64)
         else:
             ts_ns = np.empty(n, dtype=np.int64)
-            for g in np.unique(gidx):
-                sel = gidx == g if len(self.linktypes) > 1 else slice(None)
-                ts_ns[sel] = _ticks_to_ns(ticks[sel], self._tsresol[g], self._tsoffset[g])
+            first_if = int(gidx[0])
+            if (gidx == first_if).all():  # one interface (the common case): no np.unique, no masks
+                ts_ns[:] = _ticks_to_ns(ticks, self._tsresol[first_if], self._tsoffset[first_if])
+            else:
+                for g in np.unique(gidx):
+                    sel = gidx == g
+                    ts_ns[sel] = _ticks_to_ns(ticks[sel], self._tsresol[g], self._tsoffset[g])
         self.frames += n
         return (
             Batch(
