@@ -574,22 +574,24 @@ def test_counting_per_group_equals_counting_row_by_row(seed: int, monotone: bool
         assert snap.flow_evictions > 0
 
 
+def fed_in_batches(packets: list, size: int = 300) -> tuple[dict, list]:
+    """The snapshot and the ended flows (in order) of an analysis fed `size` frames at a time."""
+    ended: list[Flow] = []
+    analysis = Analysis(on_flow_end=ended.append, top=1000)
+    for i in range(0, len(packets), size):
+        analysis.feed(decode_batch(batch(packets[i : i + size])))
+    return snapshot_view(analysis.finish()), [table_tuple(f) for f in ended]
+
+
 def test_grouping_is_exact_when_the_hash_collides(monkeypatch: pytest.MonkeyPatch) -> None:
     from pktscope.analyzers import fields
 
     packets = varied_traffic(21, 800, 40, True)
 
-    def run() -> tuple[dict, list]:
-        ended: list[Flow] = []
-        analysis = Analysis(on_flow_end=ended.append, top=1000)
-        for i in range(0, len(packets), 300):
-            analysis.feed(decode_batch(batch(packets[i : i + 300])))
-        return snapshot_view(analysis.finish()), [table_tuple(f) for f in ended]
-
-    expected = run()
+    expected = fed_in_batches(packets)
     # a hash of a few values: groups of many tuples, split by the word-by-word check
     monkeypatch.setattr(fields, "tuple_hash", lambda words: (words[0] & np.uint64(3)) << np.uint64(62))
-    assert run() == expected
+    assert fed_in_batches(packets) == expected
     words = fields.tuple_words(fields.Fields(decode_batch(batch(packets))))
     order, starts = fields.group_rows(words)
     assert (order == np.lexsort(words[::-1])).all()
@@ -602,19 +604,12 @@ def test_grouping_is_exact_when_hashes_share_their_high_bits(monkeypatch: pytest
 
     packets = varied_traffic(23, 900, 40, True)
 
-    def run() -> tuple[dict, list]:
-        ended: list[Flow] = []
-        analysis = Analysis(on_flow_end=ended.append, top=1000)
-        for i in range(0, len(packets), 300):
-            analysis.feed(decode_batch(batch(packets[i : i + 300])))
-        return snapshot_view(analysis.finish()), [table_tuple(f) for f in ended]
-
-    expected = run()
+    expected = fed_in_batches(packets)
     words = fields.tuple_words(fields.Fields(decode_batch(batch(packets))))
     plain = fields.group_rows(words)
     # hashes that differ in their low bits only: the packed sort sees one run of high bits
     monkeypatch.setattr(fields, "tuple_hash", lambda words: words[0] & np.uint64(0xFFFF))
-    assert run() == expected
+    assert fed_in_batches(packets) == expected
     order, starts = fields.group_rows(words)
     tuples = [tuple(int(w[i]) for w in words) for i in order.tolist()]
     assert starts.tolist() == [i for i in range(len(tuples)) if i == 0 or tuples[i] != tuples[i - 1]]
