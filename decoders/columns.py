@@ -83,11 +83,6 @@ def fill_batch_fields(cols: np.ndarray, batch: Batch) -> None:
     cols["linktype"] = batch.linktypes
 
 
-def empty_columns(n: int = 0) -> np.ndarray:
-    """A zeroed Columns array of n rows."""
-    return np.zeros(n, dtype=COLUMNS_DTYPE)
-
-
 def address_words(addresses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The 16-byte address column as two big-endian uint64 words (for hashing and sorting)."""
     words = np.ascontiguousarray(addresses).view(">u8").reshape(-1, 2)
