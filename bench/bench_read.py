@@ -2,8 +2,11 @@
 
 Generates (or reuses, cached in bench/out/) a synthetic capture, runs every tool as a child process
 K times, and prints one table: median wall seconds, frames per second, the ratio of each tool's time
-to pktscope's, and peak RSS. A tool that fails or is missing gets its error in the table; the others
-still run.
+to pktscope's, CPU seconds (user + system) and peak RSS. A tool that fails or is missing gets its
+error in the table; the others still run.
+
+pktscope runs as `pip install .` installs it for a user (bench/out/pktscope-venv, refreshed from this
+tree each run), not from the developer's editable .venv, whose import hook costs ~11 ms per start.
 
     python3 bench/bench_read.py [--frames N] [--repeat K] [--only NAME ...]
 """
@@ -50,15 +53,16 @@ class Result:
 
     tool: Tool
     walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
     peak_kib: int = 0
     error: str = ""
     skipped: str = ""
 
 
-def tools() -> list[Tool]:
+def tools(pktscope_python: str = PY) -> list[Tool]:
     """The contenders, pktscope first; every one reads the same file and writes nothing that is kept."""
     return [
-        Tool("pktscope read --json", (PY, "-m", "pktscope", "read", "{file}", "--json"), "pktscope"),
+        Tool("pktscope read --json", (pktscope_python, "-m", "pktscope", "read", "{file}", "--json"), "pktscope"),
         Tool("tshark -z conv (ip,ipv6,tcp,udp)",
              ("tshark", "-n", "-q", "-r", "{file}", "-z", "conv,ip", "-z", "conv,ipv6", "-z", "conv,tcp",
               "-z", "conv,udp"), "tshark"),
@@ -80,11 +84,34 @@ def nfstream_python() -> str:
     return str(OUT / "peers" / "bin" / "python")
 
 
+def user_install(console: Console) -> str:
+    """The interpreter of bench/out/pktscope-venv, with this tree installed as `pip install .` does;
+    this interpreter (the editable .venv) when that install fails."""
+    venv = OUT / "pktscope-venv"
+    python = venv / "bin" / "python"
+    t = time.perf_counter()
+    try:
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+            subprocess.run([str(python), "-m", "pip", "install", "-q", str(REPO)], check=True, capture_output=True)
+        else:  # the dependencies are there: refresh pktscope's own files only
+            subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(REPO)],
+                           check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        err = getattr(exc, "stderr", b"") or b""
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or [str(exc)]
+        console.print(f"pktscope: user install failed ({tail[0]}); timing the editable .venv instead")
+        return PY
+    console.print(f"pktscope installed from this tree into {venv.relative_to(REPO)} "
+                  f"in {time.perf_counter() - t:.1f} s", style="dim")
+    return str(python)
+
+
 def available(tool: Tool) -> bool:
     needs = tool.needs
     if shutil.which(needs):
         return True
-    if tool.argv[0] != PY:  # a peer's own interpreter (nfstream's venv)
+    if tool.argv[0] != PY:  # a tool's own interpreter (nfstream's venv, pktscope's user install)
         return Path(tool.argv[0]).exists()
     try:
         return importlib.util.find_spec(needs) is not None
@@ -92,8 +119,9 @@ def available(tool: Tool) -> bool:
         return False
 
 
-def run_once(argv: list[str]) -> tuple[float, int, int, str]:
-    """Run argv with stdout to /dev/null; return wall seconds, peak RSS KiB, exit code, stderr tail.
+def run_once(argv: list[str]) -> tuple[float, float, int, int, str]:
+    """Run argv with stdout to /dev/null; return wall seconds, CPU seconds (user + system, every
+    thread and child of it), peak RSS KiB, exit code, stderr tail.
 
     The peak RSS comes from GNU time when installed. Our own os.wait4 would overstate it: Linux keeps
     the high-water RSS of the image a process had before exec (here, a fork of this Python process),
@@ -112,7 +140,8 @@ def run_once(argv: list[str]) -> tuple[float, int, int, str]:
         # GNU time writes "Command exited with non-zero status N" before the number when it fails
         reported = rss.read().split()
         kib = int(reported[-1]) if reported and reported[-1].isdigit() else usage.ru_maxrss
-    return wall, kib, proc.returncode, lines[-1] if lines else ""
+    cpu = usage.ru_utime + usage.ru_stime  # wait4 counts the children it waited for (GNU time's child)
+    return wall, cpu, kib, proc.returncode, lines[-1] if lines else ""
 
 
 def bench(tool: Tool, capture: Path, repeat: int) -> Result:
@@ -123,11 +152,12 @@ def bench(tool: Tool, capture: Path, repeat: int) -> Result:
     argv = [a.replace("{file}", str(capture)) for a in tool.argv]
     run_once(argv)  # untimed warm-up: the file in the page cache, bytecode compiled, for every tool alike
     for _ in range(repeat):
-        wall, kib, code, tail = run_once(argv)
+        wall, cpu, kib, code, tail = run_once(argv)
         if code != 0:
             res.error = f"exit {code}: {tail[:80]}"
             return res
         res.walls.append(wall)
+        res.cpus.append(cpu)
         res.peak_kib = max(res.peak_kib, kib)
     return res
 
@@ -155,17 +185,17 @@ def render(results: list[Result], frames: int, repeat: int, capture: Path) -> Ta
     table = Table(title=f"{frames:,} frames, {capture.stat().st_size / 2**20:.0f} MiB "
                         f"({capture.relative_to(REPO)}); median of {repeat} runs")
     table.add_column("tool", no_wrap=True)
-    for col in ("wall s", "best s", "frames/s", "× pktscope", "peak MiB"):
+    for col in ("wall s", "best s", "frames/s", "× pktscope", "CPU s", "peak MiB"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("note", overflow="fold")
     for r in results:
         if r.skipped or r.error:
-            table.add_row(r.tool.name, "", "", "", "", "", r.skipped or r.error)
+            table.add_row(r.tool.name, "", "", "", "", "", "", r.skipped or r.error)
             continue
         wall = statistics.median(r.walls)
         ratio = f"{wall / base_wall:.2f}" if base_wall else "—"
         table.add_row(r.tool.name, f"{wall:.2f}", f"{min(r.walls):.2f}", f"{frames / wall:,.0f}", ratio,
-                      f"{r.peak_kib / 1024:.0f}", "")
+                      f"{statistics.median(r.cpus):.2f}", f"{r.peak_kib / 1024:.0f}", "")
     return table
 
 
@@ -197,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"machine: {machine()}")
     console.print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     chosen = [t for t in tools() if not args.only or any(t.name.startswith(o) for o in args.only)]
+    if chosen and chosen[0].name.startswith("pktscope"):
+        chosen[0] = tools(user_install(console))[0]
     results = []
     for tool in chosen:
         console.print(f"running {tool.name} …", style="dim")
