@@ -92,6 +92,24 @@ def test_version() -> None:
     assert result.stdout.startswith("pktscope ") and result.stdout.split()[1][0].isdigit()
 
 
+def test_read_runs_on_one_thread(capture: Path) -> None:
+    """numpy's OpenBLAS would start a thread per core at import; `read` asks it for none (it does no
+    linear algebra), so the whole run is one thread. A value the user sets is kept."""
+    code = ("import contextlib, io, os, sys\n"
+            "from pktscope.app.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['read', sys.argv[1], '--json'])\n"
+            "print(len(os.listdir('/proc/self/task')), os.environ['OPENBLAS_NUM_THREADS'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code, str(capture)], capture_output=True, text=True, env=env,
+                         check=True).stdout.split()
+    assert out == ["1", "1"]
+    env["OPENBLAS_NUM_THREADS"] = "2"
+    out = subprocess.run([sys.executable, "-c", code, str(capture)], capture_output=True, text=True, env=env,
+                         check=True).stdout.split()
+    assert out[1] == "2"
+
+
 def test_help_names_the_command_and_the_exit_codes() -> None:
     result = pktscope("--help")
     assert result.returncode == 0
