@@ -57,9 +57,18 @@ def _duration(s: Snapshot) -> float:
 
 
 def _host_rows(s: Snapshot, sort: str, top: int) -> list[tuple[bytes, list[int]]]:
-    idx = (SENT_B, RECV_B) if sort == "bytes" else (SENT_P, RECV_P)
-    # heapq.nsmallest(n, ...) is sorted(...)[:n] in O(len log n): a capture can have 10^5 hosts
-    return heapq.nsmallest(top, s.hosts.items(), key=lambda kv: (-(kv[1][idx[0]] + kv[1][idx[1]]), kv[0]))
+    """The `top` hosts by total sent + received, ties by address: sorted(...)[:top] without sorting
+    every host (a capture can have 10^5): only the hosts at or above the top-th largest total are
+    sorted, which every host of the result is."""
+    i, j = (SENT_B, RECV_B) if sort == "bytes" else (SENT_P, RECV_P)
+    totals = [v[i] + v[j] for v in s.hosts.values()]
+    if top <= 0:
+        return []
+    items = s.hosts.items()
+    if len(totals) > top:
+        kth = heapq.nlargest(top, totals)[-1]
+        items = [kv for kv, total in zip(items, totals) if total >= kth]  # type: ignore[assignment]
+    return sorted(items, key=lambda kv: (-(kv[1][i] + kv[1][j]), kv[0]))[:top]
 
 
 def _port_rows(s: Snapshot, sort: str, top: int) -> list[tuple[tuple[int, int], list[int]]]:

@@ -279,3 +279,23 @@ def test_json_of_plain_frames_loads_neither_dpkt_nor_rich(tmp_path: Path) -> Non
              "print(type(sys.modules.get('dpkt')).__name__, 'dpkt.ip' in sys.modules, 'rich' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == ["_LazyModule", "False", "False"]
+
+
+@pytest.mark.parametrize("sort", ["bytes", "packets"])
+def test_top_hosts_are_the_full_sort_cut_at_top(sort: str) -> None:
+    """The report's top hosts equal sorting every host (largest total first, ties by address) and
+    keeping `top`, also when ties straddle the cut."""
+    import random
+
+    from pktscope.analyzers.snapshot import RECV_B, RECV_P, SENT_B, SENT_P, Snapshot
+    from pktscope.app.report import _host_rows
+
+    rng = random.Random(6)
+    snap = Snapshot()
+    for n in range(3000):
+        snap.hosts[rng.randbytes(16)] = [rng.randrange(5), rng.randrange(5) * 100, rng.randrange(5),
+                                         rng.randrange(5) * 100]
+    i, j = (SENT_B, RECV_B) if sort == "bytes" else (SENT_P, RECV_P)
+    full = sorted(snap.hosts.items(), key=lambda kv: (-(kv[1][i] + kv[1][j]), kv[0]))
+    for top in (1, 7, 10, 500, 2999, 3000, 5000):
+        assert _host_rows(snap, sort, top) == full[:top]
