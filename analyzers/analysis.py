@@ -23,7 +23,7 @@ from pktscope.analyzers.flows import (
     top_candidates,
 )
 from pktscope.analyzers.fragments import FragmentTracker
-from pktscope.analyzers.keys import combine, endpoint_keys, extend, pair_keys, stable_order, unique
+from pktscope.analyzers.keys import combine, endpoint_keys, extend, pair_keys, stable_order
 from pktscope.analyzers.snapshot import Snapshot, top_flows
 from pktscope.capture.batch import Batch
 from pktscope.capture.linktypes import linktype_name
@@ -165,38 +165,6 @@ class _Groups:
         gid = np.empty(self.n, dtype=np.intp)
         gid[self.order] = np.repeat(np.arange(len(self.starts)), self.packets)
         return gid
-
-
-class _KeySet:
-    """A set of uint64 keys gathered a batch at a time as numpy arrays, handed over as one array on demand.
-
-    A batch's keys are appended as they are; the parts are merged (one sort, duplicates dropped) when
-    they outgrow the merged part, so Python touches each key once per snapshot rather than once per batch.
-    """
-
-    def __init__(self) -> None:
-        self._parts: list[np.ndarray] = []
-        self._pending = 0
-        self._merged = 0
-
-    def add(self, keys: np.ndarray) -> None:
-        self._parts.append(keys)
-        self._pending += len(keys)
-        if self._pending > max(4 * self._merged, 1 << 18):
-            self._merge()
-
-    def _merge(self) -> None:
-        if self._parts and self._pending > self._merged:  # parts added since the last merge
-            self._parts = [unique(np.concatenate(self._parts))]
-        self._merged = self._pending = len(self._parts[0]) if self._parts else 0
-
-    def take(self) -> np.ndarray:
-        """The distinct keys (ascending) since the last take; then start afresh."""
-        self._merge()
-        taken = self._parts[0] if self._parts else np.zeros(0, dtype=np.uint64)
-        self._parts = []
-        self._merged = self._pending = 0
-        return taken
 
 
 class _Counters:
@@ -372,7 +340,6 @@ class Analysis:
         self._hosts_tally = _Counters(4, 16)  # address key -> [sent p, sent B, recv p, recv B], address
         self._port_packets = np.zeros(_NO_PORT, dtype=np.int64)  # _PORT_SLOT[proto] << 16 | port
         self._port_bytes = np.zeros(_NO_PORT, dtype=np.int64)
-        self._conv_tally = {name: _KeySet() for name in self.snap.conv_keys}
         self._inner_fragments = FragmentTracker()  # IP fragments inside tunnels (conversations only)
 
     def feed(self, cols: np.ndarray, batch: Batch | None = None) -> None:
@@ -480,7 +447,7 @@ class Analysis:
             for v, name in ((4, "ipv4"), (6, "ipv6")):
                 keys = hosts[version == v]
                 if len(keys):
-                    self._conv_tally[name].add(keys)
+                    self.snap.conv_keys[name].add(keys)
             with_whole = g.any_row(whole)
             proto = g.proto[with_whole]
             ends = g.ends[with_whole]
@@ -494,7 +461,7 @@ class Analysis:
         for number, name in ((p.IPPROTO_TCP, "tcp"), (p.IPPROTO_UDP, "udp")):
             keys = ends[proto == number]
             if len(keys):
-                self._conv_tally[name].add(keys)
+                self.snap.conv_keys[name].add(keys)
 
     def _row_conversations(self, ip: np.ndarray, completed: np.ndarray) -> None:
         """`_conversations` of IP rows one by one (the packets inside tunnels: a few)."""
@@ -506,7 +473,7 @@ class Analysis:
             for v, name in ((4, "ipv4"), (6, "ipv6")):
                 keys = hosts[version == v]
                 if len(keys):
-                    self._conv_tally[name].add(keys)
+                    self.snap.conv_keys[name].add(keys)
             whole = (ip["depth"] >= DEPTH_TRANSPORT) & (ip["frag"] == FRAG_NONE)
             ends = pair_keys(extend(src_host, ip["sport"])[whole], extend(dst_host, ip["dport"])[whole])
             self._add_ends(ip["proto"][whole], ends, completed)
@@ -588,10 +555,6 @@ class Analysis:
                         self._port_packets[seen], self._port_bytes[seen])
             self._port_packets[seen] = 0
             self._port_bytes[seen] = 0
-        for name, tally in self._conv_tally.items():
-            keys = tally.take()
-            if len(keys):
-                s.conv_keys[name].update(keys.tolist())
 
     def _collect_ended(self) -> None:
         states, reasons = self.flows.drain_records()

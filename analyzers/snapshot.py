@@ -9,7 +9,10 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from pktscope.analyzers.flows import Flow
+from pktscope.analyzers.keys import unique
 
 # counter layouts (lists, so that absorbing adds element-wise)
 PKTS, BYTES = 0, 1  # [packets, bytes]
@@ -24,6 +27,59 @@ def _add_counts(into: dict, other: dict) -> None:
         else:
             for i, v in enumerate(values):
                 mine[i] += v
+
+
+class KeySet:
+    """A set of uint64 keys (conversation keys) gathered as numpy arrays, a batch or a delta at a time.
+
+    The parts are kept as they come and merged (one sort, duplicates dropped) when they outgrow the merged
+    part, or when the keys are asked for: Python never touches a key (a capture has 10^5 conversations,
+    and a set of ints costs a Python object each). Only the count is reported.
+    """
+
+    __slots__ = ("_merged", "_parts", "_pending")
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, keys: np.ndarray | None = None) -> None:
+        self._parts: list[np.ndarray] = []
+        self._pending = 0
+        self._merged = 0
+        if keys is not None:
+            self.add(np.asarray(keys, dtype=np.uint64))
+
+    def add(self, keys: np.ndarray) -> None:
+        """Add uint64 keys (repeats allowed)."""
+        if len(keys):
+            self._parts.append(keys)
+            self._pending += len(keys)
+            if self._pending > max(4 * self._merged, 1 << 18):
+                self._merge()
+
+    def update(self, other: KeySet) -> None:
+        """Add another set's keys."""
+        for part in other._parts:
+            self.add(part)
+
+    def _merge(self) -> None:
+        if len(self._parts) > 1 or self._pending > self._merged:  # parts added since the last merge
+            self._parts = [unique(np.concatenate(self._parts))]
+        self._merged = self._pending = len(self._parts[0]) if self._parts else 0
+
+    def keys(self) -> np.ndarray:
+        """The distinct keys, ascending."""
+        self._merge()
+        return self._parts[0] if self._parts else np.zeros(0, dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KeySet):
+            return NotImplemented
+        return bool(np.array_equal(self.keys(), other.keys()))
+
+    def __repr__(self) -> str:
+        return f"KeySet({self.keys().tolist()!r})"
 
 
 @dataclass
@@ -43,8 +99,8 @@ class Snapshot:
     hosts: dict[bytes, list[int]] = field(default_factory=dict)  # address -> [sent p, sent B, recv p, recv B]
     ports: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (proto, port) -> [p, B]
     # tshark-style conversation keys (unordered pairs), over the whole capture, no timeouts
-    conv_keys: dict[str, set[int]] = field(
-        default_factory=lambda: {"ipv4": set(), "ipv6": set(), "tcp": set(), "udp": set()})
+    conv_keys: dict[str, KeySet] = field(
+        default_factory=lambda: {"ipv4": KeySet(), "ipv6": KeySet(), "tcp": KeySet(), "udp": KeySet()})
     flows_ended: int = 0
     flows_live: int = 0
     flow_evictions: int = 0
@@ -78,7 +134,7 @@ class Snapshot:
                              (self.hosts, other.hosts), (self.ports, other.ports)):
             _add_counts(mine, theirs)
         for name, keys in other.conv_keys.items():
-            self.conv_keys.setdefault(name, set()).update(keys)
+            self.conv_keys.setdefault(name, KeySet()).update(keys)
         self.flows_ended += other.flows_ended
         self.flows_live += other.flows_live
         self.flow_evictions += other.flow_evictions

@@ -729,22 +729,26 @@ def test_top_flows_of_small_limits_are_those_of_every_ended_flow(limit: int) -> 
     assert [table_tuple(f) for f in plain.finish().top_flows] == expected
 
 
-def test_key_set_takes_the_distinct_keys_of_every_part() -> None:
-    from pktscope.analyzers.analysis import _KeySet
+def test_key_set_holds_the_distinct_keys_of_every_part() -> None:
+    from pktscope.analyzers.snapshot import KeySet
 
     rng = np.random.default_rng(9)
-    keys = _KeySet()
-    assert keys.take().tolist() == []
+    keys = KeySet()
+    assert keys.keys().tolist() == [] and len(keys) == 0
     model: set[int] = set()
-    for size in (1, 0, 5000, 300000, 7, 200000):  # parts with repeats, some past the merge threshold
+    halves = KeySet(), KeySet()
+    for i, size in enumerate((1, 0, 5000, 300000, 7, 200000)):  # parts with repeats, some past the merge threshold
         part = rng.integers(0, 50000 if size < 100000 else 2**64 - 1, size, dtype=np.uint64, endpoint=True)
         part = np.concatenate([part, part[: size // 3]])
         keys.add(part)
+        halves[i % 2].add(part)
         model.update(part.tolist())
-    assert keys.take().tolist() == sorted(model)
-    assert keys.take().tolist() == []
-    keys.add(np.array([5, 5, 3], dtype=np.uint64))  # one raw part alone
-    assert keys.take().tolist() == [3, 5]
+    assert keys.keys().tolist() == sorted(model) and len(keys) == len(model)
+    keys.add(np.array([5, 5, 3], dtype=np.uint64))  # a raw part after a merge
+    assert len(keys) == len(model | {3, 5})
+    halves[0].update(halves[1])  # (absorbing a delta)
+    assert halves[0] == KeySet(np.array(sorted(model), dtype=np.uint64)) and halves[0] != keys
+    assert KeySet(np.array([5, 5, 3], dtype=np.uint64)).keys().tolist() == [3, 5]  # one raw part alone
 
 
 def test_counted_equals_bincounts_for_one_two_and_more_values() -> None:
