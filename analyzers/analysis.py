@@ -23,7 +23,7 @@ from pktscope.analyzers.flows import (
     top_candidates,
 )
 from pktscope.analyzers.fragments import FragmentTracker
-from pktscope.analyzers.keys import combine, endpoint_keys, extend, pair_keys, stable_order
+from pktscope.analyzers.keys import combine, endpoint_keys, extend, pair_keys
 from pktscope.analyzers.snapshot import Snapshot, top_flows
 from pktscope.capture.batch import Batch
 from pktscope.capture.linktypes import linktype_name
@@ -275,10 +275,10 @@ class _Counters:
         np.add.at(self._counts[counter], rows, values)
 
     def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Keys (ascending), their counters (a row of counters per key) and labels since the last take;
-        then start afresh."""
-        order = stable_order(self._keys[: self._used])  # (distinct keys)
-        taken = self._keys[order], self._counts[:, order].T, self._labels[order]
+        """Keys, their counters (a row of counters per key) and labels since the last take, rows as they
+        were made (not sorted: the talkers' dict is ranked by its readers, ties by address); start afresh."""
+        used = self._used
+        taken = self._keys[:used], self._counts[:, :used].T, self._labels[:used]
         self._reset()
         return taken
 
