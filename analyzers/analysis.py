@@ -152,14 +152,6 @@ class _Groups:
             return np.ones(len(self.starts), dtype=bool)
         return np.logical_or.reduceat(rows[self.order], self.starts)
 
-    def addresses(self, which: np.ndarray) -> np.ndarray:
-        """16-byte addresses (uint8 rows): of group `which` % len(self), its source below len(self), else
-        its destination."""
-        m = len(self.starts)
-        group = np.where(which < m, which, which - m)
-        words = [np.where(which < m, s[group], d[group]) for s, d in zip(self.src_words, self.dst_words)]
-        return np.stack(words, axis=1).astype("<u8").view(np.uint8)
-
     def row_groups(self) -> np.ndarray:
         """The group of each IP row."""
         gid = np.empty(self.n, dtype=np.intp)
@@ -346,7 +338,8 @@ class Analysis:
         """Account one decoded batch; given the Batch too, conversations inside tunnels are counted.
 
         The rows' fields are read once (`Fields`); the IP rows are grouped by directed flow tuple once
-        (`_Groups`) and talkers, ports, conversations, IP protocols and flows are counted per group.
+        (`_Groups`) and ports, conversations, IP protocols and flows are counted per group; talkers
+        from the flows (`_hosts`).
         """
         if len(cols) == 0:
             return
@@ -391,7 +384,6 @@ class Analysis:
         if batch is not None and self._may_tunnel(g, ethertypes):
             self._tunnel_conversations(batch, cols)
         if g is not None:
-            self._hosts(g)
             self._ports(g)
             self.flows.update_groups(cols, ip_index, ip_f.ts, ip_wire, ip_f.flags(), g)
         self._collect_ended()
@@ -502,15 +494,28 @@ class Analysis:
             ip = take_rows(inner_cols, (inner_cols["ip_version"] != 0) & (inner_cols["depth"] >= DEPTH_NETWORK))
             self._row_conversations(ip, completed)
 
-    def _hosts(self, g: _Groups) -> None:
-        """Sent and received packets and bytes per address: a group's tuple sends from one, to the other."""
-        m = len(g)
+    def _hosts(self, states: np.ndarray, sums: np.ndarray | None = None) -> None:
+        """Sent and received packets and bytes per address, of flows (slot records) that carried `sums`
+        (rows of pk_lo, by_lo, pk_hi, by_hi; default: the records' own): the "lo" end's address sent
+        pk_lo packets of by_lo bytes to the "hi" end's, which sent it the others.
+
+        Counted from the flows rather than the packets' groups: a batch has 10^4 groups, the whole capture
+        as many flows as a rule. The flows count every IP row once, as the groups do."""
+        if not len(states):
+            return
+        if sums is None:
+            sums = np.stack([states[name] for name in ("pk_lo", "by_lo", "pk_hi", "by_hi")], axis=1)
+        a_lo = states["a_is_lo"][:, None]
+        a_addr, b_addr = states["a_addr"], states["b_addr"]
+        ends = np.concatenate([np.where(a_lo, a_addr, b_addr), np.where(a_lo, b_addr, a_addr)])  # lo, then hi
+        words = ends.view("<u8")
         tally = self._hosts_tally
-        rows = tally.rows(np.concatenate([g.src_host, g.dst_host]), g.addresses)
-        tally.add(0, rows[:m], g.packets)
-        tally.add(1, rows[:m], g.bytes)
-        tally.add(2, rows[m:], g.packets)
-        tally.add(3, rows[m:], g.bytes)
+        # keyed by `endpoint_keys` of the addresses: of their bytes as big-endian words
+        rows = tally.rows(combine(words[:, 0].byteswap(), words[:, 1].byteswap()), lambda at: ends[at])
+        sent = np.concatenate([sums[:, :2], sums[:, 2:]])  # (packets, bytes) the lo end sent, then the hi end
+        received = np.concatenate([sums[:, 2:], sums[:, :2]])
+        for j, values in enumerate((sent[:, 0], sent[:, 1], received[:, 0], received[:, 1])):
+            tally.add(j, rows, values)
 
     def _ports(self, g: _Groups) -> None:
         # the service side of a conversation is taken to be its lower port (well-known < ephemeral)
@@ -537,7 +542,15 @@ class Analysis:
 
     def _fold(self) -> None:
         s = self.snap
+        # the talkers: the live flows' packets since the last fold, less what was reported of the flows
+        # that ended meanwhile (the ended flows' whole sums are counted as they end)
+        self._hosts(*self.flows.report_live())
+        for states, reported in self.flows.drain_released():
+            self._hosts(states, -reported)
         _keys, counts, addrs = self._hosts_tally.take()
+        moved = counts.any(axis=1)  # (a talker of flows reported live before, and quiet since: none)
+        if not moved.all():
+            counts, addrs = counts[moved], addrs[moved]
         hosts = s.hosts
         found = zip(np.ascontiguousarray(addrs).view("V16").ravel().tolist(), counts.tolist())
         if not hosts:
@@ -560,6 +573,7 @@ class Analysis:
         states, reasons = self.flows.drain_records()
         if not len(states):
             return
+        self._hosts(states)
         s = self.snap
         s.flows_ended += len(states)
         counts = np.bincount(reasons, minlength=len(END_REASONS))

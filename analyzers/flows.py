@@ -279,6 +279,10 @@ class FlowTable:
         self._lru = np.zeros(0, dtype=np.int64)  # live slots, least recently updated first
         self._rows: np.ndarray | None = None  # the IP rows of the batch being accounted
         self._rowmap: np.ndarray | None = None  # or, when given, their rows in it
+        # what `report_live` has reported of each live slot's sums (_SUMS), once it is first called; and
+        # the slot records and reported sums of the flows that ended since (see `drain_released`)
+        self._reported: np.ndarray | None = None
+        self._released: list[tuple[np.ndarray, np.ndarray]] = []
 
     @property
     def live(self) -> LiveFlows:
@@ -604,6 +608,7 @@ class FlowTable:
         lives_on[head_of[reused]] = True
         ended_cont = ended_cont[~lives_on[ended_cont]]
         retired = np.concatenate([retired, slot0[ended_cont]])
+        self._release(retired)
         self._free = np.concatenate([self._free, retired])
         fresh_final = np.flatnonzero(~reused)
         final_slot[fresh_final] = self._alloc(len(fresh_final))
@@ -760,7 +765,47 @@ class FlowTable:
             keep[np.searchsorted(self._index_keys, gone)] = False
             self._index_keys = self._index_keys[keep]
             self._index_slots = self._index_slots[keep]
+        self._release(slots)
         self._free = np.concatenate([self._free, slots])
+
+    # -- what was reported of the live flows ------------------------------------------------------
+
+    def report_live(self) -> tuple[np.ndarray, np.ndarray]:
+        """The live flows whose sums grew since the last call, as slot records, and by how much (an int64
+        row of pk_lo, by_lo, pk_hi, by_hi each); the sums are then taken as reported.
+
+        With `drain_released`, a caller counting what flows carried (talkers) counts each packet once:
+        the ended flows' whole sums (`drain_records`), less what was reported of them while they lived.
+        """
+        if self._reported is None or len(self._reported) < len(self._slots):
+            grown = np.zeros((len(self._slots), len(_SUMS)), dtype=np.int64)
+            if self._reported is not None:
+                grown[: len(self._reported)] = self._reported
+            self._reported = grown
+        lru = self._lru
+        sums = np.stack([self._slots[name][lru] for name in _SUMS], axis=1)
+        grew = sums - self._reported[lru]
+        changed = np.flatnonzero(grew.any(axis=1))
+        slots = lru[changed]
+        self._reported[slots] = sums[changed]
+        return _take(self._slots, slots), grew[changed]
+
+    def _release(self, slots: np.ndarray) -> None:
+        """Slots whose flows ended: what was reported of them is kept for `drain_released`, then cleared."""
+        if self._reported is None:  # (nothing reported yet)
+            return
+        slots = slots[slots < len(self._reported)]
+        reported = self._reported[slots]
+        shown = np.flatnonzero(reported.any(axis=1))
+        if len(shown):
+            self._released.append((_take(self._slots, slots[shown]), reported[shown]))
+            self._reported[slots[shown]] = 0
+
+    def drain_released(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Take the flows that ended since the last drain having been reported live (`report_live`): their
+        slot records and the sums reported of them."""
+        released, self._released = self._released, []
+        return released
 
     def _expire_idle(self) -> None:
         lru = self._lru

@@ -574,6 +574,33 @@ def test_counting_per_group_equals_counting_row_by_row(seed: int, monotone: bool
         assert snap.flow_evictions > 0
 
 
+@pytest.mark.parametrize(("seed", "monotone", "idle", "active", "max_flows"), [
+    (41, True, 3.0, 1800.0, 1_000_000), (42, False, 2.0, 4.0, 1_000_000), (43, True, 120.0, 1800.0, 9)])
+def test_deltas_taken_between_batches_add_up_to_the_whole(seed: int, monotone: bool, idle: float, active: float,
+                                                         max_flows: int) -> None:
+    """A live worker's deltas, absorbed: its talkers are counted from its flows, the live ones as they
+    grow and the ended ones less what was reported of them, so every packet is counted once."""
+    packets = varied_traffic(seed, 1500, 40, monotone)
+    whole = Analysis(idle, active, max_flows, top=1000)
+    worker = Analysis(idle, active, max_flows, top=1000)
+    merged = Snapshot(top_limit=1000)
+    for i in range(0, len(packets), 70):
+        cols = decode_batch(batch(packets[i : i + 70]))
+        whole.feed(cols)
+        worker.feed(cols)
+        if i % 140 == 0:
+            merged.absorb(worker.take_delta())
+        elif i % 210 == 70:
+            worker.snapshot()  # (a snapshot between deltas counts nothing twice)
+    whole.finish()
+    worker.finish()
+    merged.absorb(worker.take_delta())
+    assert merged.hosts and merged.flows_ended == whole.snap.flows_ended
+    keep = ("totals", "linktypes", "status", "l2", "l3", "l4", "hosts", "ports", "conv_keys")
+    view, expected = snapshot_view(merged), snapshot_view(whole.snap)
+    assert {k: view[k] for k in keep} == {k: expected[k] for k in keep}
+
+
 def fed_in_batches(packets: list, size: int = 300) -> tuple[dict, list]:
     """The snapshot and the ended flows (in order) of an analysis fed `size` frames at a time."""
     ended: list[Flow] = []
