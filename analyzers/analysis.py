@@ -332,14 +332,16 @@ class Analysis:
         self._hosts_tally = _Counters(4, 16)  # address key -> [sent p, sent B, recv p, recv B], address
         self._port_packets = np.zeros(_NO_PORT, dtype=np.int64)  # _PORT_SLOT[proto] << 16 | port
         self._port_bytes = np.zeros(_NO_PORT, dtype=np.int64)
+        self._l4_packets = np.zeros(256, dtype=np.int64)  # per IP protocol number
+        self._l4_bytes = np.zeros(256, dtype=np.int64)
         self._inner_fragments = FragmentTracker()  # IP fragments inside tunnels (conversations only)
 
     def feed(self, cols: np.ndarray, batch: Batch | None = None) -> None:
         """Account one decoded batch; given the Batch too, conversations inside tunnels are counted.
 
         The rows' fields are read once (`Fields`); the IP rows are grouped by directed flow tuple once
-        (`_Groups`) and ports, conversations, IP protocols and flows are counted per group; talkers
-        from the flows (`_hosts`).
+        (`_Groups`) and link layers, conversations and flows are counted per group; talkers, ports and IP
+        protocols from the flows (`_count_flows`).
         """
         if len(cols) == 0:
             return
@@ -377,14 +379,10 @@ class Analysis:
             ip_f, ip_wire, ip_depth, ip_frag = f.take(ip_index), wire[ip_index], depth[ip_index], frag[ip_index]
         g = _Groups(ip_f, ip_wire) if len(ip_wire) else None
         ethertypes = self._protocols(f, wire, depth, ip_rows, g)
-        if g is not None:
-            uniq, pk, by = _counted(g.proto, g.bytes, g.packets)
-            _count_into(s.l4, [p.ip_proto_name(v) for v in uniq.tolist()], pk, by)
         self._conversations(g, (ip_depth >= DEPTH_TRANSPORT) & (ip_frag == FRAG_NONE), completed)
         if batch is not None and self._may_tunnel(g, ethertypes):
             self._tunnel_conversations(batch, cols)
         if g is not None:
-            self._ports(g)
             self.flows.update_groups(cols, ip_index, ip_f.ts, ip_wire, ip_f.flags(), g)
         self._collect_ended()
 
@@ -494,17 +492,19 @@ class Analysis:
             ip = take_rows(inner_cols, (inner_cols["ip_version"] != 0) & (inner_cols["depth"] >= DEPTH_NETWORK))
             self._row_conversations(ip, completed)
 
-    def _hosts(self, states: np.ndarray, sums: np.ndarray | None = None) -> None:
-        """Sent and received packets and bytes per address, of flows (slot records) that carried `sums`
-        (rows of pk_lo, by_lo, pk_hi, by_hi; default: the records' own): the "lo" end's address sent
-        pk_lo packets of by_lo bytes to the "hi" end's, which sent it the others.
+    def _count_flows(self, states: np.ndarray, sums: np.ndarray | None = None) -> None:
+        """Talkers, ports and IP protocols of flows (slot records) that carried `sums` (rows of pk_lo,
+        by_lo, pk_hi, by_hi; default: the records' own).
 
         Counted from the flows rather than the packets' groups: a batch has 10^4 groups, the whole capture
-        as many flows as a rule. The flows count every IP row once, as the groups do."""
+        as many flows as a rule. The flows count every IP row once, as the groups do, and a flow's
+        addresses, ports and protocol are those of each of its rows."""
         if not len(states):
             return
         if sums is None:
             sums = np.stack([states[name] for name in ("pk_lo", "by_lo", "pk_hi", "by_hi")], axis=1)
+        # talkers: the "lo" end's address sent pk_lo packets of by_lo bytes to the "hi" end's, which sent
+        # it the others
         a_lo = states["a_is_lo"][:, None]
         a_addr, b_addr = states["a_addr"], states["b_addr"]
         ends = np.concatenate([np.where(a_lo, a_addr, b_addr), np.where(a_lo, b_addr, a_addr)])  # lo, then hi
@@ -516,15 +516,17 @@ class Analysis:
         received = np.concatenate([sums[:, 2:], sums[:, :2]])
         for j, values in enumerate((sent[:, 0], sent[:, 1], received[:, 0], received[:, 1])):
             tally.add(j, rows, values)
-
-    def _ports(self, g: _Groups) -> None:
+        packets, nbytes = sums[:, 0] + sums[:, 2], sums[:, 1] + sums[:, 3]
+        proto = states["proto"]
+        np.add.at(self._l4_packets, proto, packets)
+        np.add.at(self._l4_bytes, proto, nbytes)
         # the service side of a conversation is taken to be its lower port (well-known < ephemeral)
-        sport, dport = g.sport.astype(np.int64), g.dport.astype(np.int64)
-        slot = _PORT_SLOT[g.proto]
-        counted = np.flatnonzero((slot < len(_PORT_PROTOS)) & ((sport != 0) | (dport != 0)))
-        index = (slot[counted] << 16) | np.minimum(sport[counted], dport[counted])
-        np.add.at(self._port_packets, index, g.packets[counted])
-        np.add.at(self._port_bytes, index, g.bytes[counted])
+        a_port, b_port = states["a_port"].astype(np.int64), states["b_port"].astype(np.int64)
+        slot = _PORT_SLOT[proto]
+        counted = np.flatnonzero((slot < len(_PORT_PROTOS)) & ((a_port != 0) | (b_port != 0)))
+        index = (slot[counted] << 16) | np.minimum(a_port[counted], b_port[counted])
+        np.add.at(self._port_packets, index, packets[counted])
+        np.add.at(self._port_bytes, index, nbytes[counted])
 
     def _fold_tallies(self) -> None:
         """Move the numpy tallies into the Snapshot's dicts (once per snapshot, not per batch).
@@ -542,11 +544,11 @@ class Analysis:
 
     def _fold(self) -> None:
         s = self.snap
-        # the talkers: the live flows' packets since the last fold, less what was reported of the flows
-        # that ended meanwhile (the ended flows' whole sums are counted as they end)
-        self._hosts(*self.flows.report_live())
+        # what the flows carried: the live flows' packets since the last fold, less what was reported of
+        # the flows that ended meanwhile (the ended flows' whole sums are counted as they end)
+        self._count_flows(*self.flows.report_live())
         for states, reported in self.flows.drain_released():
-            self._hosts(states, -reported)
+            self._count_flows(states, -reported)
         _keys, counts, addrs = self._hosts_tally.take()
         moved = counts.any(axis=1)  # (a talker of flows reported live before, and quiet since: none)
         if not moved.all():
@@ -562,6 +564,12 @@ class Analysis:
             else:
                 for j in range(4):
                     entry[j] += row[j]
+        seen = np.flatnonzero(self._l4_packets)
+        if len(seen):
+            _count_into(s.l4, [p.ip_proto_name(v) for v in seen.tolist()], self._l4_packets[seen],
+                        self._l4_bytes[seen])
+            self._l4_packets[seen] = 0
+            self._l4_bytes[seen] = 0
         seen = np.flatnonzero(self._port_packets)
         if len(seen):
             _count_into(s.ports, [(_PORT_PROTOS[k >> 16], k & 0xFFFF) for k in seen.tolist()],
@@ -573,7 +581,7 @@ class Analysis:
         states, reasons = self.flows.drain_records()
         if not len(states):
             return
-        self._hosts(states)
+        self._count_flows(states)
         s = self.snap
         s.flows_ended += len(states)
         counts = np.bincount(reasons, minlength=len(END_REASONS))
