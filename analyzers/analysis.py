@@ -159,120 +159,30 @@ class _Groups:
         return gid
 
 
-class _Counters:
-    """Rows of int64 counters and a label, keyed by uint64 hash keys (well mixed), rows in arrival order.
+class _Talkers:
+    """Sent and received packets and bytes per address, gathered a call at a time as numpy arrays and
+    summed per address when taken: one grouping of every address given since the last take (exact, by
+    the address's words: `group_rows`), rather than a lookup per call."""
 
-    A row is found through an open-addressing table (linear probing from the key's top bits, at most a
-    quarter full) probed for a whole batch of keys at a time: each round looks every pending key up in
-    its slot, keys finding a free slot claim it (one key wins a slot; the others go on), the rest move
-    to the next slot. There are no deletions (taking the counters starts afresh), so a key's probe
-    sequence always finds it. Each counter is a contiguous array; counts are added with `np.add.at`.
-    """
+    def __init__(self) -> None:
+        self._addrs: list[np.ndarray] = []
+        self._counts: list[np.ndarray] = []
 
-    def __init__(self, width: int, label_width: int) -> None:
-        self._width = width
-        self._label_width = label_width
-        self._reset()
+    def add(self, addrs: np.ndarray, counts: np.ndarray) -> None:
+        """Count 16-byte addresses (uint8 rows, repeats allowed): a row of counts each (int64: sent
+        packets, sent bytes, received packets, received bytes)."""
+        self._addrs.append(addrs)
+        self._counts.append(counts)
 
-    def _reset(self) -> None:
-        self._bits = 12
-        self._slot_keys = np.zeros(1 << self._bits, dtype=np.uint64)
-        # the row of each slot, -1 for a free one: int32, so that the table stays in the cache; a hit is
-        # checked against the row's key (`_keys`, small too); `_slot_keys` settles claims only
-        self._slot_rows = np.full(1 << self._bits, -1, dtype=np.int32)
-        self._keys = np.zeros(1024, dtype=np.uint64)  # the key of each row
-        self._counts = np.zeros((self._width, 1024), dtype=np.int64)  # counter j of row i: [j, i]
-        self._labels = np.zeros((1024, self._label_width), dtype=np.uint8)
-        self._used = 0
-
-    def rows(self, keys: np.ndarray, labels: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        """The row of each key (repeats allowed); keys not seen before get new rows, labelled with
-        `labels(at)` (`at`: an index into `keys` of each new key)."""
-        if 4 * (self._used + len(keys)) > len(self._slot_rows):
-            self._grow(self._used + len(keys))
-        n = len(keys)
-        rows = np.empty(n, dtype=np.int64)
-        new_at: list[np.ndarray] = []
-        pending = np.arange(n)
-        key = keys
-        pos = (keys >> np.uint64(64 - self._bits)).astype(np.intp)
-        mask = len(self._slot_rows) - 1
-        while len(pending):
-            row = self._slot_rows[pos]
-            hit = row >= 0
-            hit &= self._keys[row] == key  # (row -1, a free slot, reads the last key: not a hit)
-            free = np.flatnonzero(row < 0)
-            if len(free):  # claim: the last key written to a slot wins it
-                slots = pos[free]
-                self._slot_keys[slots] = key[free]
-                won = free[self._slot_keys[slots] == key[free]]
-                # one new row per slot won (copies of a key win it together): marked by the last copy
-                won_slots = pos[won]
-                mark = -2 - np.arange(len(won))
-                self._slot_rows[won_slots] = mark
-                last = self._slot_rows[won_slots] == mark
-                claimed = won_slots[last]
-                fresh = self._new_rows(len(claimed))
-                self._slot_rows[claimed] = fresh
-                self._keys[fresh] = self._slot_keys[claimed]
-                new_at.append(pending[won[last]])
-                hit[won] = True
-                row = self._slot_rows[pos]
-            if len(pending) == n:  # the first round: every key, in order
-                np.copyto(rows, row, where=hit)
-            else:
-                rows[pending[hit]] = row[hit]
-            miss = np.flatnonzero(~hit)
-            pending, key, pos = pending[miss], key[miss], pos[miss]
-            pos += 1
-            pos &= mask
-        if new_at:
-            at = np.concatenate(new_at)
-            self._labels[rows[at]] = labels(at)
-        return rows
-
-    def _new_rows(self, count: int) -> np.ndarray:
-        fresh = np.arange(self._used, self._used + count)
-        self._used += count
-        if self._used > len(self._keys):
-            size = max(2 * len(self._keys), self._used)
-            self._keys = np.concatenate([self._keys, np.zeros(size - len(self._keys), dtype=np.uint64)])
-            grown = np.zeros((self._width, size), dtype=np.int64)
-            grown[:, : self._counts.shape[1]] = self._counts
-            self._counts = grown
-            self._labels = np.concatenate([self._labels, np.zeros((size - len(self._labels), self._label_width),
-                                                                  dtype=np.uint8)])
-        return fresh
-
-    def _grow(self, keys: int) -> None:
-        """A table at most a quarter full with `keys` keys: the rows' keys placed again (distinct keys)."""
-        while 4 * keys > (1 << self._bits):
-            self._bits += 1
-        self._slot_keys = np.zeros(1 << self._bits, dtype=np.uint64)
-        self._slot_rows = np.full(1 << self._bits, -1, dtype=np.int32)
-        mask = len(self._slot_rows) - 1
-        pending = np.arange(self._used)
-        pos = (self._keys[: self._used] >> np.uint64(64 - self._bits)).astype(np.intp)
-        while len(pending):
-            free = self._slot_rows[pos] < 0
-            slots = pos[free]
-            self._slot_keys[slots] = self._keys[pending[free]]
-            won = np.zeros(len(pending), dtype=bool)
-            won[free] = self._slot_keys[slots] == self._keys[pending[free]]
-            self._slot_rows[pos[won]] = pending[won]
-            pending, pos = pending[~won], (pos[~won] + 1) & mask
-
-    def add(self, counter: int, rows: np.ndarray, values: np.ndarray) -> None:
-        """Add `values` to a counter of `rows` (repeats allowed)."""
-        np.add.at(self._counts[counter], rows, values)
-
-    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Keys, their counters (a row of counters per key) and labels since the last take, rows as they
-        were made (not sorted: the talkers' dict is ranked by its readers, ties by address); start afresh."""
-        used = self._used
-        taken = self._keys[:used], self._counts[:, :used].T, self._labels[:used]
-        self._reset()
-        return taken
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct addresses since the last take and their counts summed; then start afresh."""
+        if not self._addrs:
+            return np.zeros((0, 16), dtype=np.uint8), np.zeros((0, 4), dtype=np.int64)
+        addrs, counts = np.concatenate(self._addrs), np.concatenate(self._counts)
+        self._addrs, self._counts = [], []
+        words = addrs.view("<u8")
+        order, starts = group_rows([np.ascontiguousarray(words[:, 0]), np.ascontiguousarray(words[:, 1])])
+        return addrs[order[starts]], np.add.reduceat(counts[order], starts, axis=0)
 
 
 def _sum_by(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[list[int], list[int], list[int]]:
@@ -329,7 +239,7 @@ class Analysis:
         self.snap = Snapshot(top_limit=top)
         self._ended: list[Flow] = []
         self._evictions_taken = 0
-        self._hosts_tally = _Counters(4, 16)  # address key -> [sent p, sent B, recv p, recv B], address
+        self._talkers = _Talkers()
         self._port_packets = np.zeros(_NO_PORT, dtype=np.int64)  # _PORT_SLOT[proto] << 16 | port
         self._port_bytes = np.zeros(_NO_PORT, dtype=np.int64)
         self._l4_packets = np.zeros(256, dtype=np.int64)  # per IP protocol number
@@ -508,14 +418,10 @@ class Analysis:
         a_lo = states["a_is_lo"][:, None]
         a_addr, b_addr = states["a_addr"], states["b_addr"]
         ends = np.concatenate([np.where(a_lo, a_addr, b_addr), np.where(a_lo, b_addr, a_addr)])  # lo, then hi
-        words = ends.view("<u8")
-        tally = self._hosts_tally
-        # keyed by `endpoint_keys` of the addresses: of their bytes as big-endian words
-        rows = tally.rows(combine(words[:, 0].byteswap(), words[:, 1].byteswap()), lambda at: ends[at])
-        sent = np.concatenate([sums[:, :2], sums[:, 2:]])  # (packets, bytes) the lo end sent, then the hi end
-        received = np.concatenate([sums[:, 2:], sums[:, :2]])
-        for j, values in enumerate((sent[:, 0], sent[:, 1], received[:, 0], received[:, 1])):
-            tally.add(j, rows, values)
+        # (packets, bytes) sent, then received: by the lo end, then by the hi end
+        there, back = sums[:, :2], sums[:, 2:]
+        self._talkers.add(ends, np.concatenate([np.concatenate([there, back], axis=1),
+                                                np.concatenate([back, there], axis=1)]))
         packets, nbytes = sums[:, 0] + sums[:, 2], sums[:, 1] + sums[:, 3]
         proto = states["proto"]
         np.add.at(self._l4_packets, proto, packets)
@@ -549,7 +455,7 @@ class Analysis:
         self._count_flows(*self.flows.report_live())
         for states, reported in self.flows.drain_released():
             self._count_flows(states, -reported)
-        _keys, counts, addrs = self._hosts_tally.take()
+        addrs, counts = self._talkers.take()
         moved = counts.any(axis=1)  # (a talker of flows reported live before, and quiet since: none)
         if not moved.all():
             counts, addrs = counts[moved], addrs[moved]

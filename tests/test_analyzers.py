@@ -646,21 +646,6 @@ def test_grouping_is_exact_when_hashes_share_their_high_bits(monkeypatch: pytest
     assert sorted(g.tolist() for g in groups) == sorted(g.tolist() for g in np.split(plain[0], plain[1][1:]))
 
 
-def test_counters_table_with_key_zero_and_every_row_used() -> None:
-    from pktscope.analyzers.analysis import _Counters
-
-    tally = _Counters(1, 8)
-    first = np.arange(1024, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # 0 among them; 1024 rows: all in use
-    tally.rows(first, lambda at: first[at].view(np.uint8).reshape(-1, 8))
-    more = np.array([0, 2**64 - 1, 12345, int(first[-1]), 0], dtype=np.uint64)
-    rows = tally.rows(more, lambda at: more[at].view(np.uint8).reshape(-1, 8))
-    assert rows[0] == rows[4] == 0 and rows[3] == 1023 and len(set(rows[1:3].tolist())) == 2 and rows[1] >= 1024
-    keys, _counts, labels = tally.take()
-    assert keys[:1024].tolist() == first.tolist()  # rows in arrival order
-    assert sorted(keys[1024:].tolist()) == [12345, 2**64 - 1]
-    assert (labels == keys[:, None].view(np.uint8).reshape(-1, 8)).all()
-
-
 def test_snapshot_leaves_the_garbage_collector_as_it_was() -> None:
     import gc
 
@@ -709,26 +694,31 @@ def test_a_strided_batch_counts_as_a_contiguous_one() -> None:
     assert strided.snap.packets == whole.snap.packets and strided.snap.conv_keys == whole.snap.conv_keys
 
 
-def test_counters_table_finds_every_key_across_growth() -> None:
-    from pktscope.analyzers.analysis import _Counters
+def test_talkers_sum_every_address_exactly() -> None:
+    from pktscope.analyzers import fields
+    from pktscope.analyzers.analysis import _Talkers
 
     rng = np.random.default_rng(5)
-    pool = rng.integers(0, 2**64 - 1, 30000, dtype=np.uint64, endpoint=True)
-    pool[:8] = pool[0] | np.arange(8, dtype=np.uint64)  # same top bits: the same first slot
-    tally, model = _Counters(2, 8), {}
-    for size in (10, 3000, 1, 20000, 50000):
-        keys = pool[rng.integers(0, len(pool), size)]
-        values = rng.integers(0, 100, size)
-        rows = tally.rows(keys, lambda at, keys=keys: keys[at].view(np.uint8).reshape(-1, 8))
-        tally.add(0, rows, values)
-        tally.add(1, rows, 1)
-        for k, v in zip(keys.tolist(), values.tolist()):
-            entry = model.setdefault(k, [0, 0])
-            entry[0] += v
-            entry[1] += 1
-    keys, counts, labels = tally.take()
-    assert dict(zip(keys.tolist(), counts.tolist())) == model and len(keys) == len(model)
-    assert (labels == keys[:, None].view(np.uint8).reshape(-1, 8)).all()
+    pool = rng.integers(0, 256, (3000, 16), dtype=np.uint8)
+    pool[:1000, :12] = np.frombuffer(b"\0" * 10 + b"\xff\xff", dtype=np.uint8)  # IPv4-mapped: one constant word
+    talkers, model = _Talkers(), {}
+    for size in (10, 3000, 1, 20000):
+        addrs = pool[rng.integers(0, len(pool), size)]
+        counts = rng.integers(-5, 100, (size, 4))
+        talkers.add(addrs, counts)
+        for a, c in zip((bytes(row) for row in addrs), counts.tolist()):
+            entry = model.setdefault(a, [0, 0, 0, 0])
+            for j in range(4):
+                entry[j] += c[j]
+    addrs, counts = talkers.take()
+    assert dict(zip((bytes(a) for a in addrs), counts.tolist())) == model and len(addrs) == len(model)
+    assert len(talkers.take()[0]) == 0
+    # a hash of a few values: addresses apart all the same (grouped by their words, not their hash)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fields, "tuple_hash", lambda words: words[0] & np.uint64(1))
+        talkers.add(pool, np.ones((len(pool), 4), dtype=np.int64))
+        addrs, counts = talkers.take()
+    assert len(addrs) == len({bytes(a) for a in pool}) and (counts == 1).all()
 
 
 def test_stable_order_is_a_stable_argsort() -> None:
