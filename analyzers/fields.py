@@ -183,13 +183,15 @@ def group_rows(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 def _split(words: list[np.ndarray], order: np.ndarray, starts: np.ndarray) -> bool:
     """Whether rows listed by `order` in groups beginning at `starts` differ in some word within a group."""
     n = len(order)
-    diff = np.zeros(max(n - 1, 0), dtype=np.uint64)
+    # bools, not the words' xors: an eighth of the bytes written and read again
+    diff = np.zeros(max(n - 1, 0), dtype=bool)
     step = np.empty_like(diff)
+    ws = np.empty(n, dtype=np.uint64)
     for word in words:
-        ws = word[order]
-        np.bitwise_xor(ws[1:], ws[:-1], out=step)
+        np.take(word, order, out=ws)
+        np.not_equal(ws[1:], ws[:-1], out=step)
         diff |= step
-    diff[starts[1:] - 1] = 0  # a row and the one before it in another group may differ
+    diff[starts[1:] - 1] = False  # a row and the one before it in another group may differ
     return bool(diff.any())
 
 
