@@ -239,7 +239,7 @@ class CaptureReader:
                     self.bytes_read = base
                 return
             # the records up to the first that is not whole in buf or has a caplen over the limit (pos)
-            st, pos = self._walk_pcap(buf, end, limit)
+            st, headers, pos = self._walk_pcap(buf, end, limit)
             corrupt = 0
             cap = 0
             if pos + hlen <= end:
@@ -251,7 +251,7 @@ class CaptureReader:
                     part = st[i : i + batch_frames]
                     after = int(st[i + batch_frames]) if i + batch_frames < len(st) else pos
                     self.bytes_read = base + after
-                    yield self._pcap_batch(buf, part)
+                    yield self._pcap_batch(buf, part, headers[i : i + batch_frames])
             if corrupt:
                 self._stop(base + pos, f"corrupt record: caplen {corrupt} exceeds the maximum {limit}")
                 return
@@ -274,22 +274,23 @@ class CaptureReader:
     FAST_WALK_FIRST_WINDOW = 1 << 18
     FAST_WALK_POOR_STEPS = 2  # after this many steps proving under half their window: the plain loop
 
-    def _walk_pcap(self, buf: bytes | memoryview, end: int, limit: int) -> tuple[np.ndarray, int]:
+    def _walk_pcap(self, buf: bytes | memoryview, end: int, limit: int) -> tuple[np.ndarray, np.ndarray, int]:
         """The records of ``buf[:end]`` chained from offset 0, and where the chain stops.
 
-        Returns the record starts (int64) and the start of the first record whose header or data is
-        not all in the buffer or whose caplen exceeds ``limit``, as the plain loop finds them.
+        Returns the record starts (int64), the first 16 bytes of their headers (a void item each, for
+        _pcap_batch) and the start of the first record whose header or data is not all in the buffer
+        or whose caplen exceeds ``limit``, as the plain loop finds them.
         """
+        raw = np.frombuffer(buf, dtype=np.uint8, count=end)
         if not self._fast_walk or end < self.FAST_WALK_MIN_BYTES:
-            return self._walk_pcap_slow(buf, 0, end, limit)
+            starts, pos = self._walk_pcap_slow(buf, 0, end, limit)
+            return starts, _gather(raw, starts, 16), pos
         hlen = self._record_header_len
         cap_field = self._cap_field
         cap_at = struct.Struct(self._order + "I").unpack_from
-        raw = np.frombuffer(buf, dtype=np.uint8, count=end)
         u2 = self._order + "u2"
         halves = (raw[: end & ~1].view(u2), raw[1 : 1 + ((end - 1) & ~1)].view(u2))
-        u4 = np.ndarray((end - 3,), self._order + "u4", buffer=buf, strides=(1,))  # u4[i]: the word at i
-        parts: list[np.ndarray] = []
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
         pos = 0
         window = self._walk_window
         poor = 0
@@ -299,11 +300,11 @@ class CaptureReader:
                 break  # the record at pos ends the walk (the caller tells which way)
             if poor >= self.FAST_WALK_POOR_STEPS or end - pos < self.FAST_WALK_MIN_BYTES:
                 starts, pos = self._walk_pcap_slow(buf, pos, end, limit)
-                parts.append(starts)
+                parts.append((starts, _gather(raw, starts, 16)))
                 break
             stop = min(end, pos + window)
-            proven, nxt = self._walk_pcap_fast(halves, u4, pos, stop, end, limit)
-            parts.append(proven)
+            proven, headers, nxt = self._walk_pcap_fast(raw, halves, pos, stop, end, limit)
+            parts.append((proven, headers))
             if (nxt - pos) * 2 < stop - pos:
                 poor += 1
                 window = self.FAST_WALK_FIRST_WINDOW
@@ -312,8 +313,10 @@ class CaptureReader:
             pos = nxt
         self._walk_window = window
         if not parts:
-            return np.zeros(0, dtype=np.int64), pos
-        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), pos
+            return np.zeros(0, dtype=np.int64), _gather(raw, np.zeros(0, dtype=np.int64), 16), pos
+        if len(parts) == 1:
+            return parts[0][0], parts[0][1], pos
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), pos
 
     def _walk_pcap_slow(
         self, buf: bytes | memoryview, pos: int, end: int, limit: int
@@ -349,18 +352,20 @@ class CaptureReader:
         return st, at - cap_field
 
     def _walk_pcap_fast(
-        self, halves: tuple[np.ndarray, np.ndarray], u4: np.ndarray, pos: int, stop: int, end: int, limit: int
-    ) -> tuple[np.ndarray, int]:
+        self, raw: np.ndarray, halves: tuple[np.ndarray, np.ndarray], pos: int, stop: int, end: int, limit: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
         """Records chained from the record at ``pos`` (whole in the buffer, caplen within ``limit``)
-        that start before ``stop``, as far as numpy can prove the chain; and the start of the record
-        after the last one proven (it may still be good: the caller goes on from there).
+        that start before ``stop``, as far as numpy can prove the chain; the first 16 bytes of their
+        headers; and the start of the record after the last one proven (it may still be good: the
+        caller goes on from there).
 
-        ``halves`` are the buffer's 16-bit words (in the file's byte order) at even and at odd offsets,
-        ``u4[i]`` is the 32-bit word at offset i.
+        ``raw`` is the buffer's bytes, ``halves`` its 16-bit words (in the file's byte order) at even
+        and at odd offsets.
         Every record returned ends by ``end`` and has a caplen within ``limit``, so the plain loop
         would have walked the same ones.
         """
         none = np.zeros(0, dtype=np.int64)
+        nothing = none, _gather(raw, none, 16), pos
         hlen = self._record_header_len
         little = self._order == "<"
         hi_at = 2 if little else 0  # offset of ts_sec's high 16 bits in a record (an even one)
@@ -379,21 +384,25 @@ class CaptureReader:
             if j.shape[0] > (j1 - j0) // 4 + 64:
                 # a common value of ts_sec's high half (0?) matching all over the payload: the work
                 # below would cost more than the plain loop
-                return none, pos
+                return nothing
             found.append(j.astype(np.int64) * 2 + (2 * j0 + parity - hi_at))
         cand = np.concatenate(found)
         cand.sort(kind="stable")  # two sorted runs: a merge
-        cap = u4[cand + self._cap_field].astype(np.int64)
+        # every candidate's header, as whole items: its caplen for the proof, then the proven ones' for
+        # _pcap_batch, which need not go back to the buffer for them (a second pass of cache misses)
+        headers = _gather(raw, cand, 16)
+        cap = headers.view(self._order + "u4")[self._cap_field >> 2 :: 4].astype(np.int64)
         m = cand.shape[0]
         succ = cand + hlen + cap
         valid = (cap <= limit) & (succ <= end)
         if not m or cand[0] != pos or not valid[0]:  # cannot happen for a record the caller checked
-            return none, pos
-        return _prove_chain(cand, succ, valid)
+            return nothing
+        proven, after = _prove_chain(cand, succ, valid)
+        return _pick(cand, proven), _pick(headers, proven), after
 
-    def _pcap_batch(self, buf: bytes | memoryview, st: np.ndarray) -> Batch:
-        # the 16-byte record headers gathered as whole items (a memcpy each), then read as 4 words
-        hdr = _gather(np.frombuffer(buf, dtype=np.uint8), st, 16).view(self._order + "u4").reshape(-1, 4)
+    def _pcap_batch(self, buf: bytes | memoryview, st: np.ndarray, headers: np.ndarray) -> Batch:
+        # the 16-byte record headers (_walk_pcap gathered them as whole items) read as 4 words
+        hdr = headers.view(self._order + "u4").reshape(-1, 4)
         cap_col, wire_col = (3, 2) if self._lengths_swapped else (2, 3)
         n = st.shape[0]
         self.frames += n
@@ -578,7 +587,8 @@ class CaptureReader:
         valid = (blen >= kind_min) & (blen <= MAX_BLOCK_LEN) & ((blen & 3) == 0) & (succ <= end)
         if not cand.shape[0] or cand[0] != pos or not valid[0]:  # cannot happen for a block the loop took
             return none, pos
-        return _prove_chain(cand, succ, valid)
+        proven, after = _prove_chain(cand, succ, valid)
+        return _pick(cand, proven), after
 
     def _flush(
         self, buf: bytes | memoryview, starts: array, kind: int, order: str, consumed: int
@@ -708,9 +718,20 @@ def _gather(raw: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
     return spans[starts]
 
 
-def _prove_chain(cand: np.ndarray, succ: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, int]:
+def _pick(values: np.ndarray, which: slice | list[slice] | np.ndarray) -> np.ndarray:
+    """The elements of values that _prove_chain's ``which`` names (a few runs: copied a run at a time)."""
+    if isinstance(which, list):
+        return np.concatenate([values[run] for run in which])
+    return values[which]
+
+
+def _prove_chain(
+    cand: np.ndarray, succ: np.ndarray, valid: np.ndarray
+) -> tuple[slice | list[slice] | np.ndarray, int]:
     """The chain of candidates from candidate 0: 0, then the candidate at succ[0], and so on while the
-    candidate is valid; returns their offsets and the succ of the last (where the chain leaves them).
+    candidate is valid; returns which candidates they are (for _pick: a slice, a few, or a mask, so
+    that ``cand`` and anything parallel to it can be picked alike) and the succ of the last (where the
+    chain leaves them).
 
     ``cand``: candidate offsets, sorted, cand[0] valid; ``succ``: where each one's record or block ends;
     ``valid``: whether the walk accepts it. Pointer doubling over the "breaks", so numpy work only.
@@ -745,13 +766,13 @@ def _prove_chain(cand: np.ndarray, succ: np.ndarray, valid: np.ndarray) -> tuple
     begins[1:] = target[path[:-1]]
     after = int(succ[ends[-1]])
     if ends.shape[0] == 1:
-        return cand[: ends[0] + 1], after
+        return slice(0, int(ends[0]) + 1), after
     if ends.shape[0] <= 64:
-        return np.concatenate([cand[b : e + 1] for b, e in zip(begins.tolist(), ends.tolist())]), after
+        return [slice(b, e + 1) for b, e in zip(begins.tolist(), ends.tolist())], after
     mark = np.zeros(m + 1, dtype=np.int32)
     mark[begins] = 1
     mark[ends + 1] -= 1
-    return cand[np.cumsum(mark[:m]) > 0], after
+    return np.cumsum(mark[:m]) > 0, after
 
 
 def _shb_order(buf: bytes | memoryview, pos: int) -> str | None:

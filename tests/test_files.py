@@ -18,7 +18,15 @@ import numpy as np
 import pytest
 
 from pktscope.capture.batch import Batch
-from pktscope.capture.files import CHUNK_SIZE, DEFAULT_BATCH_FRAMES, CaptureError, CaptureReader, open_capture
+from pktscope.capture.files import (
+    CHUNK_SIZE,
+    DEFAULT_BATCH_FRAMES,
+    CaptureError,
+    CaptureReader,
+    _pick,
+    _prove_chain,
+    open_capture,
+)
 
 TSHARK = shutil.which("tshark")
 TCPDUMP = shutil.which("tcpdump")
@@ -645,14 +653,12 @@ def walk_read(
             setattr(reader, name, value)
         proven = 0
 
-        def counting(
-            fast_walk: Callable[..., tuple[np.ndarray, int]],
-        ) -> Callable[..., tuple[np.ndarray, int]]:
-            def walk(*args: object) -> tuple[np.ndarray, int]:
+        def counting(fast_walk: Callable[..., tuple]) -> Callable[..., tuple]:
+            def walk(*args: object) -> tuple:
                 nonlocal proven
-                starts, after = fast_walk(*args)
-                proven += len(starts)
-                return starts, after
+                found = fast_walk(*args)  # the starts first
+                proven += len(found[0])
+                return found
 
             return walk
 
@@ -885,6 +891,22 @@ def test_fast_walk_equals_plain_loop_on_the_corpus(corpus_reference: dict[str, d
         proven += n
     assert not problems
     assert proven > 0
+
+
+@pytest.mark.parametrize("decoys", [0, 1, 3, 100])
+def test_prove_chain_picks_the_chain_and_what_runs_beside_it(decoys: int) -> None:
+    # records of 10 bytes at 0, 10, 20, ...; a decoy candidate (a payload offset that looked like a
+    # record) inside every one of the first `decoys` records, leading nowhere: the chain steps over
+    # them in one run, a few runs or a mask, and whatever is parallel to the candidates is picked alike
+    records = list(range(0, 2000, 10))
+    decoy = [r + 3 for r in records[:decoys]]
+    cand = np.array(sorted(records + decoy), dtype=np.int64)
+    succ = np.where(np.isin(cand, decoy), 100_000, cand + 10)  # a decoy's record would end past the buffer
+    valid = succ <= records[-1] + 10
+    which, after = _prove_chain(cand, succ, valid)
+    assert _pick(cand, which).tolist() == records
+    assert _pick(cand * 7, which).tolist() == [r * 7 for r in records]
+    assert after == records[-1] + 10
 
 
 @pytest.fixture(scope="module")
