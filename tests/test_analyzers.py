@@ -705,7 +705,7 @@ def test_talkers_sum_every_address_exactly() -> None:
     for size in (10, 3000, 1, 20000):
         addrs = pool[rng.integers(0, len(pool), size)]
         counts = rng.integers(-5, 100, (size, 4))
-        talkers.add(addrs, counts)
+        talkers.add(addrs.view("<u8"), counts)
         for a, c in zip((bytes(row) for row in addrs), counts.tolist()):
             entry = model.setdefault(a, [0, 0, 0, 0])
             for j in range(4):
@@ -716,7 +716,7 @@ def test_talkers_sum_every_address_exactly() -> None:
     # a hash of a few values: addresses apart all the same (grouped by their words, not their hash)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fields, "tuple_hash", lambda words: words[0] & np.uint64(1))
-        talkers.add(pool, np.ones((len(pool), 4), dtype=np.int64))
+        talkers.add(pool.view("<u8"), np.ones((len(pool), 4), dtype=np.int64))
         addrs, counts = talkers.take()
     assert len(addrs) == len({bytes(a) for a in pool}) and (counts == 1).all()
 
