@@ -1,6 +1,7 @@
 """Capture file readers: pcap and pcapng files streamed as Batches in bounded memory.
 
-The file is read in chunks (CHUNK_SIZE, a fresh buffer each time so that earlier Batches stay valid);
+The file is read in chunks (CHUNK_SIZE, into an array no Batch still points into, so that they stay
+valid);
 a record that straddles a chunk boundary is carried into the next chunk. Only the chain of record (or
 block) lengths is walked, with numpy where the chain can be proven (see CaptureReader._walk_pcap) and a
 Python loop elsewhere; the header fields of a whole batch are then gathered at once with numpy.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import sys
 from array import array
 from collections.abc import Generator, Iterator
 from types import TracebackType
@@ -26,6 +28,9 @@ import numpy as np
 from pktscope.capture.batch import Batch
 
 CHUNK_SIZE = 8 << 20  # bytes read per chunk
+# chunk arrays kept for reuse: the one being read into, the reader's current chunk (its tail is carried
+# over) and the one the consumer's last Batch points into
+CHUNK_POOL = 3
 DEFAULT_BATCH_FRAMES = 65536
 
 # libpcap's MAXIMUM_SNAPLEN (pcap-int.h) and max_snaplen_for_dlt() (pcap-common.c): a record longer than
@@ -117,6 +122,7 @@ class CaptureReader:
         self.bytes_read = 0
         self.skipped = 0
         self.frames = 0
+        self._pool: list[np.ndarray] = []  # chunk arrays, see _chunk_array
         magic = struct.unpack_from("<I", head)[0]
         if magic == BT_SHB:
             self.format = "pcapng"
@@ -139,6 +145,7 @@ class CaptureReader:
 
     def close(self) -> None:
         """Release the file descriptor; Batches already produced stay valid."""
+        self._pool = []
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -157,25 +164,47 @@ class CaptureReader:
     # -- chunked reading --------------------------------------------------------------------------
 
     def _read_chunk(self, buf: bytes | memoryview, pos: int, need: int, offset: int) -> memoryview:
-        """A new buffer (a memoryview of a fresh numpy array): the unconsumed tail of ``buf`` from ``pos``,
+        """The next chunk (a memoryview of a numpy array): the unconsumed tail of ``buf`` from ``pos``,
         then file bytes from ``offset``.
 
-        A fresh object every time, because Batches already handed out point into the old one.
+        Never the array behind ``buf`` or behind any Batch still held (see _chunk_array).
         Reads at least ``need`` bytes in total when the file has them (a record bigger than a chunk).
         """
         tail = len(buf) - pos
-        want = max(self.chunk_size, need)
-        # numpy's allocation: not zeroed first (preadv writes it all), and big ones get huge pages,
-        # so far fewer page faults than a bytearray's
-        view = memoryview(np.empty(tail + want, dtype=np.uint8))
+        size = tail + max(self.chunk_size, need)
+        view = memoryview(self._chunk_array(size))[:size]
         view[:tail] = memoryview(buf)[pos:]
         got = tail
-        while got < len(view):
+        while got < size:
             n = os.preadv(self._fd, [view[got:]], offset + got - tail)
             if n == 0:
                 break
             got += n
-        return view if got == len(view) else view[:got]
+        return view if got == size else view[:got]
+
+    def _chunk_array(self, size: int) -> np.ndarray:
+        """An array of at least ``size`` bytes that nothing else references: an idle one of the pool, or
+        a new one.
+
+        A fresh array's pages cost the kernel a fault and a zeroed page each; a reused one is mapped
+        already. Batches point into their chunk's array (a memoryview or numpy view of it holds a
+        reference to it), so an array the pool alone references is one no Batch, view or slice can
+        see: only that one is reused.
+        """
+        pool = self._pool
+        idle = [i for i in range(len(pool)) if _references(pool, i) <= _IDLE_REFERENCES]
+        for i in idle:
+            if pool[i].shape[0] >= size:
+                return pool[i]
+        # numpy's allocation: not zeroed first (preadv writes what is read), and big ones get huge pages,
+        # so far fewer page faults than a bytearray's. An eighth more than a chunk, so that it is still big
+        # enough with the record carried over (one of MAXIMUM_SNAPLEN, at the default chunk size)
+        array = np.empty(max(size, self.chunk_size + (self.chunk_size >> 3)), dtype=np.uint8)
+        if idle:
+            pool[idle[0]] = array  # one too small for this chunk
+        elif len(pool) < CHUNK_POOL:
+            pool.append(array)
+        return array
 
     def _stop(self, offset: int, what: str) -> None:
         self.truncated = True
@@ -716,6 +745,16 @@ def _gather(raw: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
         return raw[starts[:, None] + np.arange(width)]
     spans = np.ndarray(buffer=raw, dtype=np.dtype((np.void, width)), shape=(raw.shape[0] - width + 1,), strides=(1,))
     return spans[starts]
+
+
+def _references(pool: list[np.ndarray], i: int) -> int:
+    """sys.getrefcount of pool[i], taken the same way every time (see _IDLE_REFERENCES)."""
+    return sys.getrefcount(pool[i])
+
+
+# what _references gives for an array only the pool holds (the interpreter's own temporary references
+# differ between versions: measured, not assumed)
+_IDLE_REFERENCES = _references([np.empty(0, dtype=np.uint8)], 0)
 
 
 def _pick(values: np.ndarray, which: slice | list[slice] | np.ndarray) -> np.ndarray:

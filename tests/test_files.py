@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -303,6 +304,54 @@ def test_records_straddling_chunks_and_batches_stay_valid(tmp_path: Path) -> Non
     assert all(1 <= len(b) <= 2 for b in batches)
     # read only after all batches exist: a reused buffer would show up as wrong bytes here
     assert frames_of(batches) == [(t, d, w, LINKTYPE_ETHERNET) for t, d, w in records]
+
+
+def many_chunks(tmp_path: Path) -> tuple[Path, list[tuple[int, bytes, int, int]]]:
+    """A pcap of 300 frames of different bytes, and its frames as frames_of gives them."""
+    records = [(T0 * 10**9 + i * 1000, udp_frame(i, 10 + i % 50), 0) for i in range(300)]
+    records = [(t, d, len(d)) for t, d, _ in records]
+    path = tmp_path / "many-chunks.pcap"
+    path.write_bytes(pcap_bytes(records))
+    return path, [(t, d, w, LINKTYPE_ETHERNET) for t, d, w in records]
+
+
+def test_chunk_arrays_are_reused_once_no_batch_points_into_them(tmp_path: Path) -> None:
+    path, frames = many_chunks(tmp_path)
+    seen: list[weakref.ref] = []  # the chunk arrays met (a weak reference keeps none alive for reuse)
+    got = []
+    with open_capture(str(path), batch_frames=3, chunk_size=2000) as reader:
+        for batch in reader:
+            got += frames_of([batch])
+            array = batch.buf.obj  # type: ignore[union-attr]
+            if not any(known() is array for known in seen):
+                seen.append(weakref.ref(array))
+            del array
+    assert got == frames
+    assert path.stat().st_size > 10 * 2000 and len(seen) <= 3  # over ten chunks read into three arrays at most
+
+
+def test_batches_and_views_kept_while_reading_keep_their_bytes(tmp_path: Path) -> None:
+    # Batches dropped as they come (their arrays are reused) between batches, memoryviews and numpy
+    # views that are kept: what is kept is read only after the whole file, so a reused array would
+    # show up as wrong bytes
+    path, frames = many_chunks(tmp_path)
+    kept_batches: list[tuple[int, Batch]] = []
+    kept_views: list[tuple[int, memoryview, np.ndarray]] = []
+    with open_capture(str(path), batch_frames=3, chunk_size=500) as reader:
+        first = 0
+        for n, batch in enumerate(reader):
+            if n % 7 == 0:
+                kept_batches.append((first, batch))
+            elif n % 7 == 3:
+                start, cap = int(batch.offsets[0]), int(batch.caplens[0])
+                view = memoryview(batch.buf)[start : start + cap]
+                kept_views.append((first, view, np.frombuffer(batch.buf, dtype=np.uint8)[start : start + cap]))
+            first += len(batch)
+    assert len(kept_batches) > 10 and len(kept_views) > 10
+    for first, batch in kept_batches:
+        assert frames_of([batch]) == frames[first : first + len(batch)]
+    for first, view, array in kept_views:
+        assert bytes(view) == array.tobytes() == frames[first][1]
 
 
 def test_batches_hold_at_most_batch_frames(tmp_path: Path) -> None:
