@@ -76,10 +76,12 @@ def batch_columns(batch: Batch) -> np.ndarray:
 def fill_batch_fields(cols: np.ndarray, batch: Batch) -> None:
     """Copy time, lengths and link type from a Batch into Columns rows (one row per frame)."""
     cols["ts_ns"] = batch.ts_ns
-    # wire_len and cap_len side by side: one little-endian word (a strided pass fewer)
-    lengths = batch.caplens.astype(np.uint64) << np.uint64(32)
-    lengths |= batch.wirelens
-    cols.view(_LENGTHS)["w"] = lengths
+    # wire_len and cap_len side by side: one little-endian word (a strided pass fewer), put together
+    # in a dense array of two columns (cheaper than widening, shifting and or-ing them)
+    lengths = np.empty((len(cols), 2), dtype=np.uint32)
+    lengths[:, 0] = batch.wirelens
+    lengths[:, 1] = batch.caplens
+    cols.view(_LENGTHS)["w"] = lengths.view("<u8")[:, 0]
     cols["linktype"] = batch.linktypes
 
 

@@ -235,7 +235,7 @@ def _ip_rows(g: np.ndarray, link: int, etype: np.ndarray, avail: np.ndarray) -> 
     w18 = etype.astype(np.uint64) | np.uint64(4 << 40)
     w18 |= proto.astype(np.uint64) << np.uint64(48)
     w18 |= flags.astype(np.uint64) << np.uint64(56)
-    addrs = _col(g, link + 12, "<u8")  # source and destination
+    addrs = _col(g, link + 12, "<u8").copy()  # source and destination (read from g once, for both words)
     a34 = addrs << np.uint64(32)
     a34 |= _V4_MAPPED_HI
     a50 = addrs & _HIGH_HALF
@@ -282,7 +282,7 @@ def _decode_plain(batch: Batch, linktype: int, raw: np.ndarray, cols: np.ndarray
     n = len(batch)
     skip, width, et_at, l3 = _PLAIN_LINKS[linktype]
     starts = batch.offsets.astype(np.int64, copy=False)
-    g = _windows(raw, starts + skip if skip else starts, width)
+    g = _windows(raw[skip:], starts, width)  # from byte `skip` of each frame, with no shifted copy of starts
     link = l3 - skip  # where the network header starts in g
     avail = batch.caplens.astype(np.int32) - l3  # caplens fit in 31 bits (the largest snaplen is 2**18)
     if et_at is not None:
