@@ -685,8 +685,9 @@ class CaptureReader:
             else:
                 local = hdr[:, 2].astype(np.int64)
             ticks = (hdr[:, 3].astype(np.uint64) << np.uint64(32)) | hdr[:, 4].astype(np.uint64)
-            cap = hdr[:, 5].astype(np.int64)
-            wire = hdr[:, 6].astype(np.int64)
+            # the Batch's own uint32 columns; the length checks below compare them with int64s exactly
+            cap = hdr[:, 5].copy()
+            wire = hdr[:, 6].copy()
         known = local < nif
         gidx = np.where(known, local + base, 0)
         limits = np.array([max_caplen(lt) for lt in self.linktypes] or [MAXIMUM_SNAPLEN], dtype=np.int64)
@@ -714,26 +715,30 @@ class CaptureReader:
         n = st.shape[0]
         if n == 0:
             return None, problem
+        first_if = int(gidx[0])
+        one_if = bool((gidx == first_if).all())  # one interface (the common case): no np.unique, no masks
         if ticks is None:
             ts_ns = np.zeros(n, dtype=np.int64)
+        elif one_if:
+            ts_ns = _ticks_to_ns(ticks, self._tsresol[first_if], self._tsoffset[first_if])
         else:
             ts_ns = np.empty(n, dtype=np.int64)
-            first_if = int(gidx[0])
-            if (gidx == first_if).all():  # one interface (the common case): no np.unique, no masks
-                ts_ns[:] = _ticks_to_ns(ticks, self._tsresol[first_if], self._tsoffset[first_if])
-            else:
-                for g in np.unique(gidx):
-                    sel = gidx == g
-                    ts_ns[sel] = _ticks_to_ns(ticks[sel], self._tsresol[g], self._tsoffset[g])
+            for g in np.unique(gidx):
+                sel = gidx == g
+                ts_ns[sel] = _ticks_to_ns(ticks[sel], self._tsresol[g], self._tsoffset[g])
+        if one_if:
+            linktypes = np.full(n, self.linktypes[first_if], dtype=np.uint16)
+        else:
+            linktypes = np.array(self.linktypes, dtype=np.uint16)[gidx]
         self.frames += n
         return (
             Batch(
                 buf=buf,
                 offsets=st + data_at,
-                caplens=cap.astype(np.uint32),
-                wirelens=wire.astype(np.uint32),
+                caplens=cap.astype(np.uint32, copy=False),
+                wirelens=wire.astype(np.uint32, copy=False),
                 ts_ns=ts_ns,
-                linktypes=np.array(self.linktypes, dtype=np.uint16)[gidx],
+                linktypes=linktypes,
             ),
             problem,
         )
