@@ -414,7 +414,10 @@ class CaptureReader:
                 # a common value of ts_sec's high half (0?) matching all over the payload: the work
                 # below would cost more than the plain loop
                 return nothing
-            found.append(j.astype(np.int64) * 2 + (2 * j0 + parity - hi_at))
+            j = j.astype(np.int64, copy=False)  # in place from here: fewer temporaries
+            j *= 2
+            j += 2 * j0 + parity - hi_at
+            found.append(j)
         cand = np.concatenate(found)
         cand.sort(kind="stable")  # two sorted runs: a merge
         # every candidate's header, as whole items: its caplen for the proof, then the proven ones' for
@@ -422,8 +425,10 @@ class CaptureReader:
         headers = _gather(raw, cand, 16)
         cap = headers.view(self._order + "u4")[self._cap_field >> 2 :: 4].astype(np.int64)
         m = cand.shape[0]
-        succ = cand + hlen + cap
-        valid = (cap <= limit) & (succ <= end)
+        succ = cap + hlen
+        succ += cand
+        valid = cap <= limit
+        valid &= succ <= end
         if not m or cand[0] != pos or not valid[0]:  # cannot happen for a record the caller checked
             return nothing
         proven, after = _prove_chain(cand, succ, valid)
