@@ -160,7 +160,7 @@ def group_rows(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     after, and should two tuples share the high bits the rows are grouped as `_group_rows_sorted` does.
     """
     n = len(words[0])
-    words = [w for w in words if n and not (w == w[0]).all()] or words[:1]  # constant words tell nothing
+    words = [w for w in words if n and not _constant(w)] or words[:1]  # constant words tell nothing
     h = tuple_hash(words)
     bits = max(int(n - 1).bit_length(), 1)
     if bits > 32:
@@ -180,6 +180,12 @@ def group_rows(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return order, starts
 
 
+def _constant(word: np.ndarray) -> bool:
+    """Whether every value of `word` is its first: the first few rows are looked at alone before the
+    whole (a word that varies does so in them as a rule, and a whole pass costs ~100 times more)."""
+    return bool((word[:64] == word[0]).all()) and bool((word == word[0]).all())
+
+
 def _split(words: list[np.ndarray], order: np.ndarray, starts: np.ndarray) -> bool:
     """Whether rows listed by `order` in groups beginning at `starts` differ in some word within a group."""
     n = len(order)
@@ -188,7 +194,9 @@ def _split(words: list[np.ndarray], order: np.ndarray, starts: np.ndarray) -> bo
     step = np.empty_like(diff)
     ws = np.empty(n, dtype=np.uint64)
     for word in words:
-        np.take(word, order, out=ws)
+        # mode "clip": with `out` and the default mode "raise", numpy gathers into a buffer first and
+        # copies it over (twice the time); the indices are valid, so clipping changes nothing
+        np.take(word, order, out=ws, mode="clip")
         np.not_equal(ws[1:], ws[:-1], out=step)
         diff |= step
     diff[starts[1:] - 1] = False  # a row and the one before it in another group may differ

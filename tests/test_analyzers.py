@@ -646,6 +646,19 @@ def test_grouping_is_exact_when_hashes_share_their_high_bits(monkeypatch: pytest
     assert sorted(g.tolist() for g in groups) == sorted(g.tolist() for g in np.split(plain[0], plain[1][1:]))
 
 
+def test_grouping_tells_rows_apart_by_a_word_that_varies_only_after_its_first_rows() -> None:
+    from pktscope.analyzers import fields
+
+    n = 1000
+    late = np.zeros(n, dtype=np.uint64)
+    late[700:] = 5  # constant over the first rows, which `_constant` looks at first
+    same = np.full(n, 9, dtype=np.uint64)
+    order, starts = fields.group_rows([same, late])
+    assert starts.tolist() == [0, 700] or starts.tolist() == [0, 300]
+    assert sorted(np.split(order, starts[1:]), key=len)[0].tolist() == list(range(700, n))
+    assert fields.group_rows([same, same])[1].tolist() == [0]  # every word constant: one group
+
+
 def test_snapshot_leaves_the_garbage_collector_as_it_was() -> None:
     import gc
 
