@@ -655,7 +655,7 @@ def test_grouping_tells_rows_apart_by_a_word_that_varies_only_after_its_first_ro
     same = np.full(n, 9, dtype=np.uint64)
     order, starts = fields.group_rows([same, late])
     assert starts.tolist() == [0, 700] or starts.tolist() == [0, 300]
-    assert sorted(np.split(order, starts[1:]), key=len)[0].tolist() == list(range(700, n))
+    assert min(np.split(order, starts[1:]), key=len).tolist() == list(range(700, n))
     assert fields.group_rows([same, same])[1].tolist() == [0]  # every word constant: one group
 
 
