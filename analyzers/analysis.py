@@ -463,17 +463,15 @@ class Analysis:
         moved = counts.any(axis=1)  # (a talker of flows reported live before, and quiet since: none)
         if not moved.all():
             counts, addrs = counts[moved], addrs[moved]
-        hosts = s.hosts
-        found = zip(np.ascontiguousarray(addrs).view("V16").ravel().tolist(), counts.tolist())
-        if not hosts:
-            hosts.update(found)
-        for addr, row in found:  # (nothing left after the update)
-            entry = hosts.get(addr)
-            if entry is None:
-                hosts[addr] = row
-            else:
-                for j in range(4):
-                    entry[j] += row[j]
+        if not s.hold_hosts(addrs, counts):  # (a first fold hands the arrays over as they are)
+            hosts = s.hosts
+            for addr, row in zip(np.ascontiguousarray(addrs).view("V16").ravel().tolist(), counts.tolist()):
+                entry = hosts.get(addr)
+                if entry is None:
+                    hosts[addr] = row
+                else:
+                    for j in range(4):
+                        entry[j] += row[j]
         seen = np.flatnonzero(self._l4_packets)
         if len(seen):
             _count_into(s.l4, [p.ip_proto_name(v) for v in seen.tolist()], self._l4_packets[seen],

@@ -6,6 +6,7 @@ parent absorbs them into one Snapshot, so counts add up and sets union.
 
 from __future__ import annotations
 
+import gc
 import heapq
 from dataclasses import dataclass, field
 
@@ -113,6 +114,20 @@ class Snapshot:
     def flows_total(self) -> int:
         return self.flows_ended + self.flows_live
 
+    def hold_hosts(self, addrs: np.ndarray, counts: np.ndarray) -> bool:
+        """Take the talkers as arrays (uint8 rows of 16 address bytes, distinct; int64 rows of the four
+        counts) if there are none yet, and return whether they were taken: `hosts` is made of them when
+        it is first read. A report that only ranks them (`host_arrays`) never builds the dict, 10^5
+        Python lists and bytes in a large capture."""
+        if self.__dict__["_hosts"] or "_host_arrays" in self.__dict__:
+            return False
+        self.__dict__["_host_arrays"] = (addrs, counts)
+        return True
+
+    def host_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The talkers as `hold_hosts` took them, if `hosts` has not been made of them since."""
+        return self.__dict__.get("_host_arrays")
+
     def conversations(self) -> dict[str, int]:
         """Conversation counts as tshark's -z conv,ip / conv,ipv6 / conv,tcp / conv,udp count them."""
         return {name: len(keys) for name, keys in self.conv_keys.items()}
@@ -141,6 +156,33 @@ class Snapshot:
         for k, v in other.flow_end_reasons.items():
             self.flow_end_reasons[k] = self.flow_end_reasons.get(k, 0) + v
         self.top_flows = top_flows(self.top_flows + other.top_flows, self.top_limit)
+
+
+def _get_hosts(self: Snapshot) -> dict[bytes, list[int]]:
+    held = self.__dict__.pop("_host_arrays", None)
+    hosts = self.__dict__["_hosts"]
+    if held is not None:
+        addrs, counts = held
+        # without the cyclic garbage collector meanwhile: the lists made here would set it off again and
+        # again; they hold ints only (no cycles)
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            hosts.update(zip(np.ascontiguousarray(addrs).view("V16").ravel().tolist(), counts.tolist()))
+        finally:
+            if enabled:
+                gc.enable()
+    return hosts
+
+
+def _set_hosts(self: Snapshot, hosts: dict[bytes, list[int]]) -> None:
+    self.__dict__.pop("_host_arrays", None)
+    self.__dict__["_hosts"] = hosts
+
+
+# `hosts` stays a dataclass field (in __init__, ==, repr) read and written through a property: the talkers
+# may be held as arrays (`hold_hosts`) until it is read
+Snapshot.hosts = property(_get_hosts, _set_hosts)  # type: ignore[assignment]
 
 
 def top_flows(flows: list[Flow], limit: int) -> list[Flow]:

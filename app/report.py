@@ -9,6 +9,8 @@ import socket
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
+import numpy as np
+
 from pktscope.analyzers.flows import Flow
 from pktscope.analyzers.snapshot import BYTES, PKTS, RECV_B, RECV_P, SENT_B, SENT_P, Snapshot
 from pktscope.capture.linktypes import linktype_name
@@ -61,14 +63,30 @@ def _host_rows(s: Snapshot, sort: str, top: int) -> list[tuple[bytes, list[int]]
     every host (a capture can have 10^5): only the hosts at or above the top-th largest total are
     sorted, which every host of the result is."""
     i, j = (SENT_B, RECV_B) if sort == "bytes" else (SENT_P, RECV_P)
-    totals = [v[i] + v[j] for v in s.hosts.values()]
     if top <= 0:
         return []
+    held = s.host_arrays()
+    if held is not None:  # the talkers still as arrays: ranked there, the dict never made
+        return _held_host_rows(*held, i, j, top)
+    totals = [v[i] + v[j] for v in s.hosts.values()]
     items = s.hosts.items()
     if len(totals) > top:
         kth = heapq.nlargest(top, totals)[-1]
         items = [kv for kv, total in zip(items, totals) if total >= kth]  # type: ignore[assignment]
     return sorted(items, key=lambda kv: (-(kv[1][i] + kv[1][j]), kv[0]))[:top]
+
+
+def _held_host_rows(addrs: np.ndarray, counts: np.ndarray, i: int, j: int, top: int) -> list[tuple[bytes, list[int]]]:
+    """`_host_rows` of talkers held as arrays (`Snapshot.hold_hosts`): the hosts at or above the top-th
+    total picked with numpy, then sorted as there."""
+    totals = counts[:, i] + counts[:, j]
+    n = len(totals)
+    picked = np.arange(n)
+    if n > top:
+        kth = np.partition(totals, n - top)[n - top]
+        picked = np.flatnonzero(totals >= kth)
+    rows = zip(np.ascontiguousarray(addrs[picked]).view("V16").ravel().tolist(), counts[picked].tolist())
+    return sorted(rows, key=lambda kv: (-(kv[1][i] + kv[1][j]), kv[0]))[:top]
 
 
 def _port_rows(s: Snapshot, sort: str, top: int) -> list[tuple[tuple[int, int], list[int]]]:

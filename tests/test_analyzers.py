@@ -831,3 +831,37 @@ def test_a_flushed_table_takes_flows_again() -> None:
     table.update(decode_batch(batch(tcp_session("10.0.0.1", "10.0.0.2", 200.0))))  # the first ends idle
     ended = table.drain()
     assert [f.end_reason for f in ended] == [END_IDLE, END_IDLE] and len(table.live) == 1
+
+
+def test_hosts_held_as_arrays_read_and_rank_as_the_dict() -> None:
+    from pktscope.app.report import _host_rows
+
+    snap, _ = analyse(varied_traffic(31, 600, 40, True))
+    assert snap.host_arrays() is not None  # a finished capture holds its talkers as arrays
+    tops = (0, 1, 3, 7, 10**6)
+    held = {(sort, top): _host_rows(snap, sort, top) for sort in ("bytes", "packets") for top in tops}
+    assert snap.host_arrays() is not None  # ranking them did not make the dict
+    hosts = snap.hosts
+    assert snap.host_arrays() is None and len(hosts) > 7
+    assert held == {(sort, top): _host_rows(snap, sort, top) for sort in ("bytes", "packets") for top in tops}
+    # ties across the cut: the arrays rank as the dict does, ties by address
+    rng = np.random.default_rng(5)
+    addrs = rng.integers(0, 256, (300, 16), dtype=np.uint8)
+    counts = rng.integers(0, 3, (300, 4)).astype(np.int64)
+    tied = Snapshot()
+    assert tied.hold_hosts(addrs, counts) and not tied.hold_hosts(addrs, counts)  # (once, to an empty table)
+    plain = Snapshot(hosts={bytes(a): c for a, c in zip(addrs.tolist(), counts.tolist())})
+    for sort in ("bytes", "packets"):
+        for top in (1, 10, 50, 299, 300):
+            assert _host_rows(tied, sort, top) == _host_rows(plain, sort, top)
+    assert tied == plain and tied.host_arrays() is None
+
+
+def test_snapshots_taken_along_the_way_add_to_the_held_hosts() -> None:
+    packets = varied_traffic(37, 800, 40, True)
+    whole, _ = analyse(packets)
+    analysis = Analysis(top=1000)
+    for i in range(0, len(packets), 200):
+        analysis.feed(decode_batch(batch(packets[i : i + 200])))
+        analysis.snapshot()  # a first fold holds the arrays, the next ones add to the dict made of them
+    assert analysis.finish().hosts == whole.hosts
