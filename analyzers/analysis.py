@@ -182,7 +182,18 @@ class _Talkers:
         words, counts = np.concatenate(self._words), np.concatenate(self._counts)
         self._words, self._counts = [], []
         order, starts = group_rows([np.ascontiguousarray(words[:, 0]), np.ascontiguousarray(words[:, 1])])
-        return words[order[starts]].astype("<u8").view(np.uint8), np.add.reduceat(counts[order], starts, axis=0)
+        # rows gathered whole (a void view, np.take on axis 0): fancy indexing goes element by element
+        addrs = words.view("V16").ravel()[order[starts]].view(np.uint8).reshape(-1, 16)
+        counts = np.take(counts, order, axis=0)
+        # most addresses are one flow's end: the sums of the rest only (reduceat pays per group)
+        sizes = np.diff(starts, append=len(order))
+        sums = np.take(counts, starts, axis=0)
+        more = np.flatnonzero(sizes > 1)
+        if len(more):
+            at = np.zeros(len(more), dtype=np.intp)
+            np.cumsum(sizes[more][:-1], out=at[1:])
+            sums[more] = np.add.reduceat(np.compress(np.repeat(sizes > 1, sizes), counts, axis=0), at, axis=0)
+        return addrs, sums
 
 
 def _sum_by(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[list[int], list[int], list[int]]:
