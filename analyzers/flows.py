@@ -240,6 +240,41 @@ class _Segments:
                 other.k, other.t, other.fwd, other.size, other.flags, other.order)
 
 
+class _Runs:
+    """Runs of consecutive elements (a flow's groups in key order, `starts` where each run begins), reduced
+    run by run.
+
+    A flow is one or two groups as a rule (its two directions): then a run's reduction is its first value,
+    combined with its second where there is one, a few gathers in place of `ufunc.reduceat`, which pays
+    per run and costs several times more. Longer runs (a flow whose packets differ in their link headers,
+    a key collision) go through reduceat."""
+
+    def __init__(self, starts: np.ndarray, n: int) -> None:
+        self.starts = starts
+        self.sizes = np.diff(starts, append=n)
+        self.pairs = bool(self.sizes.max() <= 2)
+        self.two = np.flatnonzero(self.sizes == 2)  # the runs of two...
+        self.second = starts[self.two] + 1  # ...and their second elements
+
+    def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
+        """`ufunc.reduceat(values, starts)`."""
+        if not self.pairs:
+            return ufunc.reduceat(values, self.starts)
+        out = values[self.starts]
+        out[self.two] = ufunc(out[self.two], values[self.second])
+        return out
+
+    def argmin(self, values: np.ndarray) -> np.ndarray:
+        """The element of each run with the smallest value (values distinct within a run)."""
+        if not self.pairs:
+            run_min = np.repeat(np.minimum.reduceat(values, self.starts), self.sizes)
+            return np.flatnonzero(values == run_min)
+        at = self.starts.copy()
+        later = values[self.second] < values[at[self.two]]
+        at[self.two[later]] = self.second[later]
+        return at
+
+
 class FlowGroups(Protocol):
     """A batch's IP rows in groups of one directed flow tuple, per group: the flow key, whether the
     tuple goes lo -> hi, its first and last rows, packets, bytes, TCP flags (OR), and the group of each row."""
@@ -403,18 +438,17 @@ class FlowTable:
         np.not_equal(ks[1:], ks[:-1], out=change[1:])
         fs = np.flatnonzero(change)  # the flows' first groups, flows in key order
         fw, cnt, nbytes, fl, first = g.fwd[ko], g.packets[ko], g.bytes[ko], g.flags[ko], g.first[ko]
-        row0 = np.minimum.reduceat(first, fs)  # a flow's first row is its groups' first
-        row1 = np.maximum.reduceat(g.last[ko], fs)
-        fid = np.cumsum(change)  # the flow of each group (in key order)
-        fid -= 1
-        holder = first == row0[fid]  # the group of each flow's first row
-        # the counters summed per flow (float64 bincounts: exact below 2^53) and the flags of each direction
-        # (lo -> hi in the low byte, hi -> lo in the high byte) ORed per flow
-        pk_lo = np.bincount(fid, weights=np.where(fw, cnt, 0)).astype(np.int64)
-        by_lo = np.bincount(fid, weights=np.where(fw, nbytes, 0)).astype(np.int64)
-        packets = np.bincount(fid, weights=cnt).astype(np.int64)
-        nbytes = np.bincount(fid, weights=nbytes).astype(np.int64)
-        both = np.bitwise_or.reduceat(fl.astype(np.uint16) << np.where(fw, np.uint16(0), np.uint16(8)), fs)
+        runs = _Runs(fs, len(ks))
+        row0 = runs.reduce(np.minimum, first)  # a flow's first row is its groups' first
+        row1 = runs.reduce(np.maximum, g.last[ko])
+        # the counters summed per flow and the flags of each direction (lo -> hi in the low byte, hi -> lo
+        # in the high byte) ORed per flow
+        pk_lo = runs.reduce(np.add, np.where(fw, cnt, 0))
+        by_lo = runs.reduce(np.add, np.where(fw, nbytes, 0))
+        packets = runs.reduce(np.add, cnt)
+        nbytes = runs.reduce(np.add, nbytes)
+        both = runs.reduce(np.bitwise_or, fl.astype(np.uint16) << np.where(fw, np.uint16(0), np.uint16(8)))
+        fwd0 = fw[runs.argmin(first)]  # the direction of the group of each flow's first row
         t1 = ts[row1]
         walk = stable_order(t1)
         by_key = np.empty_like(walk)
@@ -425,7 +459,7 @@ class FlowTable:
                 "fl_lo": (both & 0xFF).astype(np.uint8), "fl_hi": (both >> 8).astype(np.uint8)}
         end = end[walk]
         return _Segments(start=end - packets, end=end, key=ks[fs][walk], t0=ts[row0][walk], t1=t1[walk],
-                         row0=row0[walk], fwd0=fw[holder][walk], sums=sums, walk=walk, by_key=by_key,
+                         row0=row0[walk], fwd0=fwd0[walk], sums=sums, walk=walk, by_key=by_key,
                          t_max=int(ts[-1]))
 
     def _slot_of(self, keys: np.ndarray) -> np.ndarray:
