@@ -121,8 +121,10 @@ class _Groups:
         self.first = self.order[starts]
         self.last = self.order[np.append(starts[1:], n) - 1]
         self.packets = np.diff(starts, append=n)
-        self.bytes = np.add.reduceat(wire[self.order], starts)
-        self.flags = np.bitwise_or.reduceat(f.flags()[self.order], starts)
+        # np.take: a fraction faster than fancy indexing; the flags' OR of the proto | flags << 8 words,
+        # shifted after (an OR is bitwise), not of the flags cut out of every row first
+        self.bytes = np.add.reduceat(np.take(wire, self.order), starts)
+        self.flags = (np.bitwise_or.reduceat(np.take(f.pf, self.order), starts) >> np.uint16(8)).astype(np.uint8)
         first = self.first
         self.link = link = f.link[first]
         self.version = link >> np.uint64(56)
@@ -304,7 +306,7 @@ class Analysis:
         if batch is not None and self._may_tunnel(g, ethertypes):
             self._tunnel_conversations(batch, cols)
         if g is not None:
-            self.flows.update_groups(cols, ip_index, ip_f.ts, ip_wire, ip_f.flags(), g)
+            self.flows.update_groups(cols, ip_index, ip_f.ts, ip_wire, ip_f.flags, g)
         self._collect_ended()
 
     def _protocols(self, f: Fields, wire: np.ndarray, depth: np.ndarray, ip_rows: np.ndarray,

@@ -169,7 +169,7 @@ def group_rows(words: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     packed = h & ~low
     packed |= np.arange(n, dtype=np.uint64)
     packed.sort()
-    order = (packed & low).astype(np.intp)
+    order = (packed & low).view(np.intp)  # (below 2^32: the same values, no copy)
     packed >>= _u64(bits)
     change = np.empty(n, dtype=bool)
     change[:1] = True

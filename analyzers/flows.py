@@ -18,7 +18,7 @@ is split until they no longer do.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -349,13 +349,14 @@ class FlowTable:
         self._run(seg, rows, None)
 
     def update_groups(self, cols: np.ndarray, rowmap: np.ndarray | None, ts: np.ndarray, size: np.ndarray,
-                      flags: np.ndarray, groups: FlowGroups) -> None:
+                      flags: Callable[[], np.ndarray], groups: FlowGroups) -> None:
         """Account IP rows given as groups of rows with one directed flow tuple (see `FlowGroups`).
 
-        The rows are `cols[rowmap]` (`cols` itself for None); `ts`, `size` (wire length, int64) and
-        `flags` (TCP flags) are theirs. When the batch's time runs forward and spans no more than the
-        idle timeout, no flow has an idle gap in it: its segments are its flows, summed from the groups,
-        and rows are sorted only if a segment is cut by the active timeout.
+        The rows are `cols[rowmap]` (`cols` itself for None); `ts` and `size` (wire length, int64) are
+        theirs, and `flags()` makes their TCP flags (called only if the rows are sorted). When the batch's
+        time runs forward and spans no more than the idle timeout, no flow has an idle gap in it: its
+        segments are its flows, summed from the groups, and rows are sorted only if a segment is cut by
+        the active timeout.
         """
         n = len(ts)
         if n == 0:
@@ -366,12 +367,12 @@ class FlowTable:
 
             def make_rows() -> _Segments:
                 gid = groups.row_groups()
-                return self._segments(groups.key[gid], groups.fwd[gid], ts, size, flags)
+                return self._segments(groups.key[gid], groups.fwd[gid], ts, size, flags())
 
             seg._make_rows = make_rows
         else:
             gid = groups.row_groups()
-            seg = self._segments(groups.key[gid], groups.fwd[gid], ts, size, flags)
+            seg = self._segments(groups.key[gid], groups.fwd[gid], ts, size, flags())
         self._run(seg, cols, rowmap)
 
     def _run(self, seg: _Segments, rows: np.ndarray, rowmap: np.ndarray | None) -> None:
