@@ -465,11 +465,16 @@ class FlowTable:
 
     def _slot_of(self, keys: np.ndarray) -> np.ndarray:
         """The live slot of each key, -1 for none."""
+        return self._lookup(keys)[0]
+
+    def _lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The live slot of each key (-1 for none) and its position in the key index (where it is or
+        would be inserted)."""
         ik = self._index_keys
         pos = np.searchsorted(ik, keys)
         pos_in = np.minimum(pos, max(len(ik) - 1, 0))
         found = (pos < len(ik)) & (ik[pos_in] == keys) if len(ik) else np.zeros(len(keys), dtype=bool)
-        return np.where(found, self._index_slots[pos_in] if len(ik) else -1, -1)
+        return np.where(found, self._index_slots[pos_in] if len(ik) else -1, -1), pos
 
     def _apply(self, seg: _Segments, a: int, b: int) -> int:
         """Merge segments a..b-1 (walk order) into the live flows and return b - a; or, when that run's
@@ -489,7 +494,11 @@ class FlowTable:
         is_last[by_key[:-1][same]] = False
         head = prev < 0
         # looked up in key order when the run is the whole batch: sorted lookups stay in the cache
-        slot0 = np.where(head, self._slot_of(key[by_key])[seg.walk] if whole else self._slot_of(key), -1)
+        if whole:
+            slot_in_key_order, index_at = self._lookup(key[by_key])
+            slot0 = np.where(head, slot_in_key_order[seg.walk], -1)
+        else:
+            slot0 = np.where(head, self._slot_of(key), -1)
         found = slot0 >= 0
         old = _take(self._slots, np.maximum(slot0, 0))
         idle_gap = found & (t0 - old["last_ns"] > self.idle_ns)
@@ -658,9 +667,13 @@ class FlowTable:
         if whole:  # the run's keys in key order: the index lookups stay in the cache
             final_at = np.full(m, -1, dtype=np.int64)
             final_at[finals] = np.arange(len(finals))
-            in_key_order = final_at[by_key[is_last[by_key]]]
-            in_key_order = in_key_order[~reused[in_key_order]]
-            self._reindex(victim_keys, key[finals][in_key_order], final_slot[in_key_order])
+            last_of_key = np.flatnonzero(is_last[by_key])  # key order positions
+            in_key_order = final_at[by_key[last_of_key]]
+            moved = ~reused[in_key_order]
+            in_key_order = in_key_order[moved]
+            # their places in the index, found by the run's lookup (a key's segments share the place)
+            self._reindex(victim_keys, key[finals][in_key_order], final_slot[in_key_order],
+                          index_at[last_of_key[moved]])
         else:
             self._reindex(victim_keys, key[finals][~reused], final_slot[~reused])
         return m
@@ -769,24 +782,42 @@ class FlowTable:
         self._top += more
         return np.concatenate([got, fresh])
 
-    def _reindex(self, gone: np.ndarray, keys: np.ndarray, slots: np.ndarray) -> None:
-        """Remove `gone` keys from the index, then point `keys` at `slots` (adding the new ones)."""
+    def _reindex(self, gone: np.ndarray, keys: np.ndarray, slots: np.ndarray, at: np.ndarray | None = None) -> None:
+        """Remove `gone` keys from the index, then point `keys` at `slots` (adding the new ones).
+
+        `at`, when given, are the keys' `_lookup` positions in the index before the removals, the keys
+        distinct and ascending: without removals, they are where the new keys go (no search, no sort).
+        """
         ik, islot = self._index_keys, self._index_slots
         if len(gone):
             keep = np.ones(len(ik), dtype=bool)
             keep[np.searchsorted(ik, gone)] = False
             ik, islot = ik[keep], islot[keep]
-        pos = np.searchsorted(ik, keys)
+            at = None
+        pos = np.searchsorted(ik, keys) if at is None else at
         pos_in = np.minimum(pos, max(len(ik) - 1, 0))
         known = (pos < len(ik)) & (ik[pos_in] == keys) if len(ik) else np.zeros(len(keys), dtype=bool)
         islot[pos[known]] = slots[known]
-        add = ~known
-        if add.any():
-            order = np.argsort(keys[add])
-            new_keys = keys[add][order]
-            at = np.searchsorted(ik, new_keys)
-            ik = np.insert(ik, at, new_keys)
-            islot = np.insert(islot, at, slots[add][order])
+        add = np.flatnonzero(~known)
+        if len(add):
+            new_keys, new_slots = keys[add], slots[add]
+            if at is None:
+                order = np.argsort(new_keys)
+                new_keys, new_slots = new_keys[order], new_slots[order]
+                where = np.searchsorted(ik, new_keys)
+            else:
+                where = pos[add]
+            # both arrays merged through one mask (np.insert, called twice, would sort the places twice)
+            where += np.arange(len(add))
+            old = np.ones(len(ik) + len(add), dtype=bool)
+            old[where] = False
+            merged_keys = np.empty(len(old), dtype=np.uint64)
+            merged_keys[where] = new_keys
+            merged_keys[old] = ik
+            merged_slots = np.empty(len(old), dtype=np.int64)
+            merged_slots[where] = new_slots
+            merged_slots[old] = islot
+            ik, islot = merged_keys, merged_slots
         self._index_keys, self._index_slots = ik, islot
 
     def _remove(self, slots: np.ndarray) -> None:

@@ -468,6 +468,29 @@ def test_flow_table_ends_the_flows_of_the_plain_model_in_its_order(seed: int, id
     assert table.evictions == sum(r == END_EVICTED for *_, r in got)
 
 
+@pytest.mark.parametrize(("seed", "idle", "active", "max_flows"), [
+    (1, 120.0, 1800.0, 1_000_000), (2, 3.0, 10.0, 1_000_000), (3, 3.0, 10.0, 8), (4, 0.5, 2.0, 3)])
+def test_the_key_index_holds_every_live_flow_at_its_slot(seed: int, idle: float, active: float,
+                                                         max_flows: int) -> None:
+    # new keys go in at the places the run's lookup found for them (no search again), unless evictions
+    # took keys out of the index first
+    import random
+
+    packets = random_traffic(seed, 1500, 60)
+    cols = decode_batch(batch(packets))
+    table = FlowTable(idle, active, max_flows)
+    rng = random.Random(seed)
+    at = 0
+    while at < len(packets):
+        size = rng.choice([1, 2, 5, 17, 64, 300])
+        table.update(cols[at : at + size])
+        at += size
+        keys, slots = table._index_keys, table._index_slots
+        assert (keys[1:] > keys[:-1]).all()
+        assert sorted(keys.tolist()) == sorted(table.live)
+        assert (table._slots["key"][slots] == keys).all()
+
+
 def test_grouping_order_is_a_stable_argsort_even_when_keys_share_their_high_bits() -> None:
     from pktscope.analyzers.keys import grouping_order as _grouping_order
 
