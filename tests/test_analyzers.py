@@ -891,19 +891,21 @@ def test_snapshots_taken_along_the_way_add_to_the_held_hosts() -> None:
 
 
 @pytest.mark.parametrize("longest", [1, 2, 4])
-def test_runs_reduce_as_reduceat_and_find_each_runs_smallest(longest: int) -> None:
+@pytest.mark.parametrize("ordered", [False, True])
+def test_runs_reduce_as_reduceat_and_find_each_runs_smallest(longest: int, ordered: bool) -> None:
     from pktscope.analyzers.flows import _Runs
 
     rng = np.random.default_rng(longest)
     sizes = rng.integers(1, longest + 1, 500)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     n = int(sizes.sum())
-    runs = _Runs(starts, n)
+    order = rng.permutation(n) if ordered else np.arange(n)  # the runs are of values[order]
+    runs = _Runs(starts, n, order) if ordered else _Runs(starts, n)
     assert runs.pairs == (longest <= 2)
     values = rng.permutation(n).astype(np.int64)  # distinct
     flags = rng.integers(0, 1 << 16, n).astype(np.uint16)
     for ufunc, v in ((np.add, values), (np.minimum, values), (np.maximum, values), (np.bitwise_or, flags)):
         got = runs.reduce(ufunc, v)
-        assert got.dtype == v.dtype and (got == ufunc.reduceat(v, starts)).all()
-    smallest = [s + int(np.argmin(values[s : s + k])) for s, k in zip(starts.tolist(), sizes.tolist())]
+        assert got.dtype == v.dtype and (got == ufunc.reduceat(v[order], starts)).all()
+    smallest = [order[s + int(np.argmin(values[order][s : s + k]))] for s, k in zip(starts.tolist(), sizes.tolist())]
     assert runs.argmin(values).tolist() == smallest
