@@ -358,7 +358,8 @@ class Analysis:
             hosts = pair_keys(g.src_host, g.dst_host)
             version = g.version
             for v, name in ((4, "ipv4"), (6, "ipv6")):
-                keys = hosts[version == v]
+                # (np.compress: a boolean index branches on every element, slow on masks of no pattern)
+                keys = np.compress(version == v, hosts)
                 if len(keys):
                     self.snap.conv_keys[name].add(keys)
             with_whole = g.any_row(whole)
@@ -372,7 +373,7 @@ class Analysis:
             ends = np.concatenate([ends, pair_keys(endpoint_keys(completed["src"], completed["sport"]),
                                                    endpoint_keys(completed["dst"], completed["dport"]))])
         for number, name in ((p.IPPROTO_TCP, "tcp"), (p.IPPROTO_UDP, "udp")):
-            keys = ends[proto == number]
+            keys = np.compress(proto == number, ends)  # (as in `_conversations`)
             if len(keys):
                 self.snap.conv_keys[name].add(keys)
 
